@@ -1,0 +1,62 @@
+"""Crash-safe file writing: everything lands under a temporary name, then ``os.replace``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+
+def temp_name(path: str | os.PathLike[str]) -> Path:
+    """A unique sibling of ``path`` that readers of ``path`` will never mistake for it."""
+    target = Path(path)
+    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    """Persist a rename; some filesystems do not allow opening a directory, which is fine."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator[BinaryIO]:
+    """Open a temporary sibling for binary writing; on success it replaces ``path``.
+
+    If the body raises, or the process dies, ``path`` keeps its old content (or stays
+    absent) and the temporary file is removed (or left as an ignorable ``.tmp``).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(target)
+    handle = tmp.open("wb")
+    try:
+        yield handle
+        handle.flush()
+        if fsync:
+            os.fsync(handle.fileno())
+        handle.close()
+        tmp.replace(target)
+        if fsync:
+            fsync_dir(target.parent)
+    except BaseException:
+        handle.close()
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> None:
+    with atomic_writer(path, fsync=fsync) as handle:
+        handle.write(data)

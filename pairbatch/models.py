@@ -1,0 +1,156 @@
+"""Domain objects shared by every layer: providers, batch states and jobs."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from pathlib import Path
+
+import attrs
+
+
+class Provider(enum.StrEnum):
+    """A batch API pairbatch can talk to."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    GEMINI = "gemini"
+
+    @classmethod
+    def parse(cls, value: str | Provider) -> Provider:
+        """Case-insensitive lookup with an error that lists the valid names."""
+        if isinstance(value, Provider):
+            return value
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            valid = ", ".join(p.value for p in cls)
+            raise ValueError(f"unknown provider {value!r}; should be one of: {valid}") from None
+
+
+class BatchState(enum.StrEnum):
+    """A provider's batch status mapped onto one vocabulary.
+
+    ``raw`` provider strings (``validating``, ``ended``, ``BATCH_STATE_RUNNING`` ...) are kept
+    alongside in :class:`BatchStatus`; this enum is what the engine decides on.
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self not in (BatchState.PENDING, BatchState.RUNNING)
+
+
+@attrs.frozen
+class RequestCounts:
+    """How many requests of a batch are in each bucket, as the provider reports them."""
+
+    total: int | None = None
+    succeeded: int | None = None
+    failed: int | None = None
+    processing: int | None = None
+
+
+@attrs.frozen
+class BatchStatus:
+    """One poll's answer, normalised. ``raw_state`` is the provider's own word."""
+
+    batch_id: str
+    state: BatchState
+    raw_state: str
+    counts: RequestCounts = attrs.field(factory=RequestCounts)
+    created_at: datetime | None = None
+    ended_at: datetime | None = None
+    # Where the results live, when the provider says so (file ids, URLs, inline flags).
+    output_ref: str | None = None
+    error_ref: str | None = None
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job is in pairbatch's own lifecycle (the registry's ``status`` column)."""
+
+    INTENT = "intent"  # create about to be sent; batch id not yet known
+    SUBMIT_FAILED = "submit_failed"
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    ERROR = "error"  # a permanent client-side error (e.g. 404 batch not found)
+
+    @classmethod
+    def from_state(cls, state: BatchState) -> JobStatus:
+        return cls(state.value)
+
+
+def _to_provider(value: str | Provider) -> Provider:
+    return Provider.parse(value)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@attrs.frozen(kw_only=True)
+class Job:
+    """One segment of pairs sent as one provider batch.
+
+    The first nine fields are the reference registry's columns; the rest are pairbatch's
+    additions. Jobs are immutable: every transition is an :func:`attrs.evolve`, recorded
+    in the registry before the engine goes on.
+    """
+
+    segment_index: int
+    provider: Provider = attrs.field(converter=_to_provider)
+    model: str
+    batch_id: str | None = None
+    batch_input_path: str
+    batch_output_path: str
+    csv_path: str
+    pairs_path: str | None = None
+    done: bool = False
+    status: JobStatus = JobStatus.PENDING
+    raw_status: str | None = None
+    n_pairs: int = 0
+    run_tag: str = ""
+    submitted_at: datetime | None = None
+    updated_at: datetime | None = None
+    error: str | None = None
+
+    @property
+    def results_path(self) -> str:
+        """Parquet copy of the normalised results, written whatever ``write_results_csv`` says."""
+        return str(_sibling(self.batch_output_path, "results.parquet"))
+
+    @property
+    def failed_path(self) -> str:
+        """Parquet copy of the segment's failed attempts."""
+        return str(_sibling(self.batch_output_path, "failed.parquet"))
+
+    @property
+    def error_output_path(self) -> str:
+        """Where OpenAI's error file is stored next to the output file."""
+        return str(_sibling(self.batch_output_path, "errors.jsonl"))
+
+    def transition(self, **changes: object) -> Job:
+        """A copy with ``changes`` applied and ``updated_at`` stamped."""
+        changes.setdefault("updated_at", utcnow())
+        return attrs.evolve(self, **changes)  # type: ignore[arg-type]
+
+
+def _sibling(output_path: str, suffix: str) -> Path:
+    """``batch_07_output.jsonl`` -> ``batch_07_<suffix>`` in the same folder."""
+    path = Path(output_path)
+    stem = path.name
+    for ending in ("_output.jsonl", ".jsonl"):
+        if stem.endswith(ending):
+            stem = stem[: -len(ending)]
+            break
+    return path.with_name(f"{stem}_{suffix}")

@@ -1,0 +1,205 @@
+"""The pairs table: loading, validation, pair keys, request keys and splitting into segments."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import secrets
+from pathlib import Path
+
+import polars as pl
+
+from pairbatch._fs import atomic_writer
+from pairbatch.errors import InputError
+
+log = logging.getLogger("pairbatch.pairs")
+
+REQUIRED_COLUMNS = ("ID1", "text1", "ID2", "text2")
+# Columns pairbatch derives; an input that already has them gets them recomputed.
+KEY_COLUMNS = ("custom_id", "A_id", "B_id", "ordered_key", "unordered_key", "pair_uid")
+
+_CUSTOM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_RUN_TAG_RE = re.compile(r"^[A-Za-z0-9]{1,24}$")
+
+PairsSource = pl.DataFrame | str | os.PathLike[str]
+
+
+def load_pairs(pairs: PairsSource) -> pl.DataFrame:
+    """Read and validate a pairs table (a Polars frame, or a CSV / Parquet path).
+
+    IDs are kept as strings exactly as given: any characters are fine. Errors name the
+    missing column, or the column and 1-based row of the first bad value.
+    """
+    source = "pairs"
+    if isinstance(pairs, pl.DataFrame):
+        frame = pairs
+    elif isinstance(pairs, str | os.PathLike):
+        path = Path(pairs)
+        source = str(path)
+        frame = _read_table(path)
+    else:
+        raise InputError(
+            f"pairs must be a polars DataFrame or a path to a CSV/Parquet file, "
+            f"not {type(pairs).__name__}"
+        )
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InputError(
+            f"{source} must contain columns: {', '.join(REQUIRED_COLUMNS)}. "
+            f"Missing: {', '.join(missing)}"
+        )
+    if frame.height == 0:
+        raise InputError(f"{source} has no rows")
+    casts = []
+    for column in REQUIRED_COLUMNS:
+        dtype = frame.schema[column]
+        if dtype not in (pl.Utf8, pl.Null) and not dtype.is_numeric():
+            raise InputError(f"{source}: column {column!r} must hold strings, not {dtype}")
+        casts.append(pl.col(column).cast(pl.Utf8))
+    frame = frame.with_columns(casts)
+    for column in REQUIRED_COLUMNS:
+        nulls = frame.get_column(column).is_null()
+        if nulls.any():
+            row = int(nulls.arg_max() or 0) + 1
+            raise InputError(f"{source}: column {column!r} is missing a value at row {row}")
+    for column in ("ID1", "ID2"):
+        empty = frame.get_column(column).str.len_chars() == 0
+        if empty.any():
+            row = int(empty.arg_max() or 0) + 1
+            raise InputError(f"{source}: column {column!r} is empty at row {row}")
+    if "pair_uid" in frame.columns:
+        frame = frame.with_columns(pl.col("pair_uid").cast(pl.Utf8))
+    stale = [c for c in KEY_COLUMNS if c in frame.columns and c != "pair_uid"]
+    return frame.drop(stale)
+
+
+def _read_table(path: Path) -> pl.DataFrame:
+    if not path.exists():
+        raise InputError(f"pairs file not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pl.read_parquet(path)
+        if suffix in (".csv", ".tsv"):
+            # IDs must stay text ("007" is not 7), so nothing is type-inferred.
+            return pl.read_csv(
+                path, separator="\t" if suffix == ".tsv" else ",", infer_schema=False
+            )
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"cannot read pairs file {path}: {exc}") from exc
+    raise InputError(f"pairs file {path} must end in .csv, .tsv or .parquet")
+
+
+def with_pair_keys(pairs: pl.DataFrame) -> pl.DataFrame:
+    """Add ``A_id, B_id, ordered_key, unordered_key, pair_uid`` (reference §4.1).
+
+    ``unordered_key`` sorts the two IDs by code point (locale-free, so it is the same on
+    every machine); ``pair_uid`` is the given one when present and non-empty, else
+    ``<unordered_key>#<occurrence>`` numbered in row order over the whole input.
+    """
+    lo = pl.min_horizontal("ID1", "ID2")
+    hi = pl.max_horizontal("ID1", "ID2")
+    frame = pairs.with_columns(
+        pl.col("ID1").alias("A_id"),
+        pl.col("ID2").alias("B_id"),
+        pl.concat_str(["ID1", "ID2"], separator=":").alias("ordered_key"),
+        pl.concat_str([lo, hi], separator=":").alias("unordered_key"),
+    )
+    occurrence = pl.int_range(1, pl.len() + 1).over("unordered_key").cast(pl.Utf8)
+    computed = pl.concat_str([pl.col("unordered_key"), occurrence], separator="#")
+    if "pair_uid" in frame.columns:
+        given = pl.col("pair_uid")
+        uid = (
+            pl.when(given.is_null() | (given.str.len_chars() == 0)).then(computed).otherwise(given)
+        )
+    else:
+        uid = computed
+    return frame.with_columns(uid.alias("pair_uid"))
+
+
+def segment_sizes(
+    n: int, *, batch_size: int | None = None, n_segments: int | None = None
+) -> list[int]:
+    """Sizes of the contiguous segments (reference §5.1, without empty segments)."""
+    if batch_size is not None and n_segments is not None:
+        raise InputError("Specify only one of 'batch_size' or 'n_segments'.")
+    if batch_size is None and n_segments is None:
+        raise InputError("Either 'batch_size' or 'n_segments' must be supplied.")
+    if n <= 0:
+        raise InputError("pairs has no rows")
+    if batch_size is not None:
+        _check_positive_int("batch_size", batch_size)
+        count = math.ceil(n / batch_size)
+        return [batch_size] * (count - 1) + [n - batch_size * (count - 1)]
+    assert n_segments is not None
+    _check_positive_int("n_segments", n_segments)
+    if n_segments > n:
+        # The reference submits empty batches here; providers reject those, so don't.
+        log.warning("n_segments=%d exceeds the %d pairs; using %d segments", n_segments, n, n)
+        n_segments = n
+    base, extra = divmod(n, n_segments)
+    return [base + 1 if i < extra else base for i in range(n_segments)]
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"'{name}' must be a positive integer, got {value!r}")
+
+
+def split_pairs(
+    pairs: pl.DataFrame, *, batch_size: int | None = None, n_segments: int | None = None
+) -> list[pl.DataFrame]:
+    """Contiguous segments in input order."""
+    sizes = segment_sizes(pairs.height, batch_size=batch_size, n_segments=n_segments)
+    out, offset = [], 0
+    for size in sizes:
+        out.append(pairs.slice(offset, size))
+        offset += size
+    return out
+
+
+def new_run_tag() -> str:
+    """A short random tag that marks every batch and request of one submission."""
+    return "pb" + secrets.token_hex(5)
+
+
+def custom_id(run_tag: str, segment_index: int, row: int) -> str:
+    """A request key valid for every provider: ``[A-Za-z0-9_-]{1,64}``, unique in the run.
+
+    It carries no sample IDs: results are mapped back through the stored pairs.
+    """
+    if not _RUN_TAG_RE.match(run_tag):
+        raise InputError(f"run tag must be 1-24 letters or digits, got {run_tag!r}")
+    key = f"{run_tag}-{segment_index}-{row}"
+    assert _CUSTOM_ID_RE.match(key)
+    return key
+
+
+def assign_custom_ids(
+    segment: pl.DataFrame, run_tag: str, segment_index: int, first_row: int
+) -> pl.DataFrame:
+    """Give each pair of a segment its request key (rows numbered over the whole input)."""
+    custom_id(run_tag, segment_index, first_row)  # validates the tag once
+    prefix = f"{run_tag}-{segment_index}-"
+    rows = pl.int_range(first_row, first_row + pl.len()).cast(pl.Utf8)
+    return segment.with_columns(pl.concat_str([pl.lit(prefix), rows]).alias("custom_id")).select(
+        "custom_id", pl.exclude("custom_id")
+    )
+
+
+def write_segment_pairs(segment: pl.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Store a segment's pairs (with keys) as Parquet, atomically."""
+    with atomic_writer(path) as handle:
+        segment.write_parquet(handle)
+
+
+def read_segment_pairs(path: str | os.PathLike[str]) -> pl.DataFrame:
+    """Read a stored segment; CSV is accepted too for hand-made registries."""
+    target = Path(path)
+    if not target.exists():
+        raise InputError(f"pairs file not found: {target}")
+    if target.suffix.lower() == ".csv":
+        return pl.read_csv(target, infer_schema=False)
+    return pl.read_parquet(target)
