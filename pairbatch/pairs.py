@@ -203,3 +203,27 @@ def read_segment_pairs(path: str | os.PathLike[str]) -> pl.DataFrame:
     if target.suffix.lower() == ".csv":
         return pl.read_csv(target, infer_schema=False)
     return pl.read_parquet(target)
+
+
+def make_pairs(samples: pl.DataFrame) -> pl.DataFrame:
+    """Every unordered pair of a ``ID, text`` table, in input order (reference ``make_pairs``)."""
+    missing = [c for c in ("ID", "text") if c not in samples.columns]
+    if missing:
+        raise InputError("samples must have columns 'ID' and 'text'")
+    if samples.height < 2:
+        raise InputError("At least two samples are required to create pairs.")
+    frame = samples.select(pl.col("ID").cast(pl.Utf8), pl.col("text").cast(pl.Utf8))
+    indexed = frame.with_row_index("i")
+    left = indexed.rename({"ID": "ID1", "text": "text1", "i": "i1"})
+    right = indexed.rename({"ID": "ID2", "text": "text2", "i": "i2"})
+    return (
+        left.join(right, how="cross")
+        .filter(pl.col("i1") < pl.col("i2"))
+        .sort("i1", "i2")
+        .select("ID1", "text1", "ID2", "text2")
+    )
+
+
+def sample_texts() -> pl.DataFrame:
+    """The short texts bundled for the demo and tutorials (``ID, text``)."""
+    return pl.read_csv(Path(__file__).parent / "data" / "sample_texts.csv")
