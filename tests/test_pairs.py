@@ -21,7 +21,19 @@ from pairbatch.pairs import (
     write_segment_pairs,
 )
 
-HOSTILE_IDS = ["a_b", "x_vs_y", "A_vs_", "_vs_", "with space", "ünïcødé", "日本", "a:b", "#1", "'\"", ","]
+HOSTILE_IDS = [
+    "a_b",
+    "x_vs_y",
+    "A_vs_",
+    "_vs_",
+    "with space",
+    "ünïcødé",
+    "日本",
+    "a:b",
+    "#1",
+    "'\"",
+    ",",
+]
 
 
 def make_pairs(n: int) -> pl.DataFrame:

@@ -20,7 +20,9 @@ def test_default_template_is_valid_and_keeps_the_answer_contract() -> None:
     assert "<BETTER_SAMPLE>SAMPLE_2</BETTER_SAMPLE>" in DEFAULT_TEMPLATE
 
 
-@pytest.mark.parametrize("missing", ["{TRAIT_NAME}", "{TRAIT_DESCRIPTION}", "{SAMPLE_1}", "{SAMPLE_2}"])
+@pytest.mark.parametrize(
+    "missing", ["{TRAIT_NAME}", "{TRAIT_DESCRIPTION}", "{SAMPLE_1}", "{SAMPLE_2}"]
+)
 def test_missing_placeholder_is_named(missing: str) -> None:
     with pytest.raises(InputError, match=missing.replace("{", r"\{").replace("}", r"\}")):
         validate_template(DEFAULT_TEMPLATE.replace(missing, "x"))

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import pytest
@@ -30,7 +29,14 @@ def make_job(out: Path, k: int, **changes: object) -> Job:
 def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
     jobs = [
         make_job(tmp_path, 1),
-        make_job(tmp_path, 2, done=True, status=JobStatus.FAILED, raw_status="failed", error="boom, \"quoted\"\nline"),
+        make_job(
+            tmp_path,
+            2,
+            done=True,
+            status=JobStatus.FAILED,
+            raw_status="failed",
+            error='boom, "quoted"\nline',
+        ),
         make_job(tmp_path, 3, batch_id=None, status=JobStatus.INTENT, pairs_path=None),
     ]
     path = reg.write_registry(tmp_path, jobs)
@@ -68,7 +74,10 @@ HEADER = "segment_index,provider,model,batch_id,batch_input_path,batch_output_pa
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("1,openai,m,b,i,o,c,p,FALSE\n2,mistral,m,b,i,o,c,p,FALSE\n", r"row 2, column 'provider'.*mistral"),
+        (
+            "1,openai,m,b,i,o,c,p,FALSE\n2,mistral,m,b,i,o,c,p,FALSE\n",
+            r"row 2, column 'provider'.*mistral",
+        ),
         ("1,openai,m,b,i,o,c,p,maybe\n", r"row 1, column 'done'.*not a boolean"),
         ("x,openai,m,b,i,o,c,p,TRUE\n", r"row 1, column 'segment_index'.*not an integer"),
         ("1.5,openai,m,b,i,o,c,p,TRUE\n", r"row 1, column 'segment_index'"),
@@ -76,7 +85,9 @@ HEADER = "segment_index,provider,model,batch_id,batch_input_path,batch_output_pa
         ("1,openai,m,b,i,o,c,p,TRUE\n1,openai,m,b,i,o,c,p,TRUE\n", r"row 2.*duplicate segment"),
     ],
 )
-def test_malformed_registry_errors_name_row_and_column(tmp_path: Path, body: str, message: str) -> None:
+def test_malformed_registry_errors_name_row_and_column(
+    tmp_path: Path, body: str, message: str
+) -> None:
     (tmp_path / reg.REGISTRY_NAME).write_text(HEADER + body)
     with pytest.raises(RegistryError, match=message):
         reg.read_registry(tmp_path)
@@ -98,7 +109,9 @@ def test_bad_status_value(tmp_path: Path) -> None:
         reg.read_registry(tmp_path)
 
 
-def test_crash_mid_write_keeps_the_old_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_mid_write_keeps_the_old_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     old = [make_job(tmp_path, 1)]
     reg.write_registry(tmp_path, old)
     before = (tmp_path / reg.REGISTRY_NAME).read_bytes()
@@ -112,7 +125,7 @@ def test_crash_mid_write_keeps_the_old_registry(tmp_path: Path, monkeypatch: pyt
         reg.write_registry(tmp_path, [make_job(tmp_path, 1, done=True), make_job(tmp_path, 2)])
     assert (tmp_path / reg.REGISTRY_NAME).read_bytes() == before
     assert reg.read_registry(tmp_path) == old
-    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 async def test_live_registry_is_true_on_disk_after_each_record(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ def segment() -> pl.DataFrame:
     pairs = pl.DataFrame(
         {
             "ID1": ["a_vs_b", "ü"],
-            "text1": ["first text", "ünïcødé \"quoted\"\nnew line"],
+            "text1": ["first text", 'ünïcødé "quoted"\nnew line'],
             "ID2": ["c d", "x:y"],
             "text2": ["second", "{SAMPLE_1}"],
         }
@@ -27,13 +27,21 @@ def segment() -> pl.DataFrame:
     return assign_custom_ids(with_pair_keys(load_pairs(pairs)), "pbtest", 1, 0)
 
 
-def write(provider: str, model: str, segment: pl.DataFrame, tmp_path: Path, **options: object) -> list[dict]:
+def write(
+    provider: str, model: str, segment: pl.DataFrame, tmp_path: Path, **options: object
+) -> list[dict]:
     backend = get_backend(provider)
     prepared = backend.prepare_options(model, options)
     path = tmp_path / f"{provider}.jsonl"
     size = write_request_file(
-        backend, path, segment, model=model, template=DEFAULT_TEMPLATE,
-        trait_name="Quality", trait_description="How good", options=prepared,
+        backend,
+        path,
+        segment,
+        model=model,
+        template=DEFAULT_TEMPLATE,
+        trait_name="Quality",
+        trait_description="How good",
+        options=prepared,
     )
     assert size == path.stat().st_size
     raw = path.read_bytes()
@@ -42,7 +50,9 @@ def write(provider: str, model: str, segment: pl.DataFrame, tmp_path: Path, **op
 
 
 def expected_prompt(segment: pl.DataFrame, i: int) -> str:
-    return build_prompt(DEFAULT_TEMPLATE, "Quality", "How good", segment["text1"][i], segment["text2"][i])
+    return build_prompt(
+        DEFAULT_TEMPLATE, "Quality", "How good", segment["text1"][i], segment["text2"][i]
+    )
 
 
 def test_openai_chat_lines(segment: pl.DataFrame, tmp_path: Path) -> None:
@@ -90,7 +100,9 @@ def test_anthropic_lines(segment: pl.DataFrame, tmp_path: Path) -> None:
             "model": "claude-sonnet-4-5",
             "max_tokens": 768,
             "temperature": 0.0,
-            "messages": [{"role": "user", "content": [{"type": "text", "text": expected_prompt(segment, i)}]}],
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": expected_prompt(segment, i)}]}
+            ],
             "top_p": 0.9,
         }
         assert "system" not in params
@@ -107,17 +119,31 @@ def test_anthropic_thinking(segment: pl.DataFrame, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="at least 1024"):
         backend.prepare_options("c", {"reasoning": "enabled", "thinking_budget_tokens": 10})
     with pytest.raises(InputError, match="smaller than 'max_tokens'"):
-        backend.prepare_options("c", {"reasoning": "enabled", "thinking_budget_tokens": 4096, "max_tokens": 2048})
+        backend.prepare_options(
+            "c", {"reasoning": "enabled", "thinking_budget_tokens": 4096, "max_tokens": 2048}
+        )
 
 
 def test_gemini_lines(segment: pl.DataFrame, tmp_path: Path) -> None:
-    lines = write("gemini", "gemini-2.5-flash", segment, tmp_path, include_thoughts=True, temperature=0.0, top_k=3)
+    lines = write(
+        "gemini",
+        "gemini-2.5-flash",
+        segment,
+        tmp_path,
+        include_thoughts=True,
+        temperature=0.0,
+        top_k=3,
+    )
     for i, line in enumerate(lines):
         assert set(line) == {"key", "request"}
         assert line["key"] == segment["custom_id"][i]
         assert line["request"] == {
             "contents": [{"role": "user", "parts": [{"text": expected_prompt(segment, i)}]}],
-            "generationConfig": {"temperature": 0.0, "topK": 3, "thinkingConfig": {"includeThoughts": True}},
+            "generationConfig": {
+                "temperature": 0.0,
+                "topK": 3,
+                "thinkingConfig": {"includeThoughts": True},
+            },
         }
 
 
@@ -125,10 +151,18 @@ def test_gemini_3_thinking_level(segment: pl.DataFrame, tmp_path: Path) -> None:
     lines = write("gemini", "gemini-3-pro-preview", segment, tmp_path)
     assert lines[0]["request"]["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "Low"}
     backend = get_backend("gemini")
-    assert backend.prepare_options("gemini-3-pro", {"thinking_level": "medium"})["thinking_level"] == "High"
+    assert (
+        backend.prepare_options("gemini-3-pro", {"thinking_level": "medium"})["thinking_level"]
+        == "High"
+    )
     with pytest.raises(InputError, match="Flash"):
         backend.prepare_options("gemini-3-pro", {"thinking_level": "minimal"})
-    assert backend.prepare_options("gemini-3-flash-preview", {"thinking_level": "minimal"})["thinking_level"] == "Minimal"
+    assert (
+        backend.prepare_options("gemini-3-flash-preview", {"thinking_level": "minimal"})[
+            "thinking_level"
+        ]
+        == "Minimal"
+    )
     with pytest.raises(InputError, match="thinking_budget"):
         backend.prepare_options("gemini-3-pro", {"thinking_budget": 100})
 

@@ -11,15 +11,20 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+import attrs
 import orjson
 import polars as pl
 
 from pairbatch._fs import atomic_writer
 from pairbatch.errors import InputError
-from pairbatch.models import Provider
+from pairbatch.models import BatchStatus, Job, Provider
 from pairbatch.prompts import build_prompt
+
+if TYPE_CHECKING:
+    from pairbatch.retry import RetryPolicy
+    from pairbatch.transport import Transport
 
 Options = Mapping[str, Any]
 
@@ -37,6 +42,23 @@ class Backend(Protocol):
         self, custom_id: str, prompt: str, model: str, options: Options
     ) -> dict[str, Any]:
         """One line of the provider's request file."""
+        ...
+
+    def parse_results(
+        self,
+        output_path: str | os.PathLike[str] | None,
+        *,
+        error_path: str | os.PathLike[str] | None = None,
+        tag_prefix: str = ...,
+        tag_suffix: str = ...,
+    ) -> pl.DataFrame:
+        """The typed result frame (:data:`pairbatch.results.RESULT_SCHEMA`)."""
+        ...
+
+    def client(
+        self, transport: Transport, *, api_key: str, base_url: str, retry: RetryPolicy
+    ) -> BatchClient:
+        """An HTTP client bound to one transport and one key."""
         ...
 
 
@@ -110,3 +132,37 @@ def read_request_lines(path: str | os.PathLike[str]) -> Iterator[bytes]:
             line = line.strip()
             if line:
                 yield line
+
+
+# ---------------------------------------------------------------- the HTTP side
+
+
+@attrs.frozen
+class Downloaded:
+    """Where a finished batch's results were written, and how many lines they hold."""
+
+    output_path: Path | None
+    error_path: Path | None = None
+    lines: int = 0
+
+
+class BatchClient(Protocol):
+    """The async half of a provider, bound to one transport and one set of credentials."""
+
+    provider: Provider
+
+    async def submit(self, job: Job, requests_path: Path, options: Options) -> str:
+        """Upload / create the batch; return its id. Tags it with ``job.run_tag``."""
+        ...
+
+    async def status(self, batch_id: str) -> BatchStatus: ...
+
+    async def download(self, job: Job, status: BatchStatus) -> Downloaded:
+        """Stream the results (and errors) next to ``job.batch_output_path``."""
+        ...
+
+    async def cancel(self, batch_id: str) -> None: ...
+
+    async def find_batch(self, job: Job) -> str | None:
+        """The id of a batch this job already created (matched by run tag and segment)."""
+        ...

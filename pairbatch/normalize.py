@@ -1,0 +1,269 @@
+"""Aligning parsed results with a segment's pairs: results, and failed attempts.
+
+Rows are matched on ``custom_id`` against the stored pairs, so sample IDs always come
+from the pairs and never from parsing a key. Every pair of the segment ends up in exactly
+one of ``results`` (a valid winner) or ``failed_attempts`` with ``is_duplicate == False``;
+extra result lines for an already-answered key become additional failed attempts marked
+``is_duplicate == True`` (reference §4.2: the last line wins).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+import attrs
+import polars as pl
+
+from pairbatch.errors import InputError
+from pairbatch.models import utcnow
+from pairbatch.pairs import with_pair_keys
+from pairbatch.results import RESULT_SCHEMA, empty_results
+
+log = logging.getLogger("pairbatch.normalize")
+
+_ALIASES = (("A_id", "B_id"), ("A", "B"), ("idA", "idB"), ("ID_A", "ID_B"), ("id1", "id2"))
+_KEYS = ("A_id", "B_id", "ordered_key", "unordered_key", "pair_uid")
+_TS = pl.Datetime("us", "UTC")
+
+FAILED_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "A_id": pl.Utf8,
+    "B_id": pl.Utf8,
+    "unordered_key": pl.Utf8,
+    "ordered_key": pl.Utf8,
+    "pair_uid": pl.Utf8,
+    "custom_id": pl.Utf8,
+    "backend": pl.Utf8,
+    "model": pl.Utf8,
+    "status_code": pl.Int64,
+    "error_message": pl.Utf8,
+    "prompt_tokens": pl.Int64,
+    "completion_tokens": pl.Int64,
+    "total_tokens": pl.Int64,
+    "error_code": pl.Utf8,
+    "error_detail": pl.Utf8,
+    "attempted_at": _TS,
+    "segment_index": pl.Int64,
+    "batch_id": pl.Utf8,
+    "phase": pl.Utf8,
+    "iter": pl.Int64,
+    "is_duplicate": pl.Boolean,
+}
+DUPLICATE_DETAIL = "Duplicate result row for custom_id; treated as non-observed attempt"
+MISSING_DETAIL = "missing raw result for pair"
+
+
+@attrs.frozen
+class Normalized:
+    results: pl.DataFrame
+    failed_attempts: pl.DataFrame
+
+
+def coerce_pairs(pairs: pl.DataFrame) -> pl.DataFrame:
+    """Accept the reference's ID aliases and add pair keys where missing (§4.1)."""
+    frame = pairs
+    if "ID1" not in frame.columns or "ID2" not in frame.columns:
+        for left, right in _ALIASES:
+            if left in frame.columns and right in frame.columns:
+                frame = frame.rename({left: "ID1", right: "ID2"})
+                break
+        else:
+            raise InputError("`pairs` must contain columns: ID1, ID2")
+    frame = frame.with_columns(pl.col("ID1", "ID2").cast(pl.Utf8))
+    for column in ("text1", "text2"):
+        if column not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, dtype=pl.Utf8).alias(column))
+    if any(c not in frame.columns for c in _KEYS):
+        frame = with_pair_keys(
+            frame.drop([c for c in _KEYS if c != "pair_uid" and c in frame.columns])
+        )
+    return frame
+
+
+def _meta(
+    backend: str, model: str, segment_index: int | None, batch_id: str | None
+) -> list[pl.Expr]:
+    return [
+        pl.lit(backend, dtype=pl.Utf8).alias("backend"),
+        pl.lit(segment_index, dtype=pl.Int64).alias("segment_index"),
+        pl.lit(batch_id, dtype=pl.Utf8).alias("batch_id"),
+    ]
+
+
+def _phase_iter(frame: pl.DataFrame) -> list[pl.Expr]:
+    return [
+        (
+            pl.col("phase").cast(pl.Utf8) if "phase" in frame.columns else pl.lit(None, pl.Utf8)
+        ).alias("phase"),
+        (
+            pl.col("iter").cast(pl.Int64, strict=False)
+            if "iter" in frame.columns
+            else pl.lit(None, pl.Int64)
+        ).alias("iter"),
+    ]
+
+
+def _select_failed(frame: pl.DataFrame) -> pl.DataFrame:
+    present = [
+        pl.col(name).cast(dtype) if name in frame.columns else pl.lit(None, dtype=dtype).alias(name)
+        for name, dtype in FAILED_SCHEMA.items()
+    ]
+    return frame.select(present)
+
+
+def empty_failed() -> pl.DataFrame:
+    return pl.DataFrame(schema=FAILED_SCHEMA)
+
+
+def normalize_results(
+    raw: pl.DataFrame,
+    pairs: pl.DataFrame,
+    *,
+    backend: str,
+    model: str,
+    segment_index: int | None = None,
+    batch_id: str | None = None,
+    received_at: datetime | None = None,
+    batch_status: str | None = None,
+) -> Normalized:
+    """Split one segment's parsed results into valid results and failed attempts.
+
+    ``batch_status`` (e.g. ``"expired"``) marks a batch that ended before every request
+    ran: its unanswered pairs get ``error_detail = "Batch status: <status>"``.
+    """
+    when = received_at or utcnow()
+    frame = coerce_pairs(pairs)
+    raw = raw if raw.width else empty_results()
+    for name, dtype in RESULT_SCHEMA.items():
+        if name not in raw.columns:
+            raw = raw.with_columns(pl.lit(None, dtype=dtype).alias(name))
+    if "custom_id" not in frame.columns:
+        # A hand-made registry's pairs carry no keys: align by row order, as the
+        # reference's last resort does, and only when the counts agree.
+        if raw.height != frame.height:
+            raise InputError("Unable to align raw results with pairs (no custom_id, counts differ)")
+        frame = frame.with_columns(raw.get_column("custom_id").alias("custom_id"))
+    raw = raw.select(list(RESULT_SCHEMA)).with_row_index("_line")
+    known = raw.get_column("custom_id").is_in(frame.get_column("custom_id").implode())
+    unknown = raw.filter(~known)
+    if unknown.height:
+        log.warning(
+            "segment %s: %d result line(s) match no pair (custom_id %s...); ignored",
+            segment_index,
+            unknown.height,
+            unknown.get_column("custom_id").head(3).to_list(),
+        )
+    raw = raw.filter(known)
+    last = raw.select(pl.col("custom_id").is_last_distinct()).to_series()
+    kept = raw.filter(last).drop("_line").with_columns(pl.lit(True).alias("_matched"))
+    duplicates = raw.filter(~last).drop("_line")
+
+    pair_columns = [c for c in frame.columns if c not in RESULT_SCHEMA or c == "custom_id"]
+    joined = frame.select(pair_columns).join(
+        kept, on="custom_id", how="left", maintain_order="left"
+    )
+    joined = joined.with_columns(
+        pl.col("_matched").fill_null(False),
+        pl.when(pl.col("better_sample") == "SAMPLE_1")
+        .then(pl.col("ID1"))
+        .when(pl.col("better_sample") == "SAMPLE_2")
+        .then(pl.col("ID2"))
+        .alias("better_id"),
+        pl.coalesce(pl.col("model"), pl.lit(model, dtype=pl.Utf8)).alias("model"),
+        *_meta(backend, model, segment_index, batch_id),
+    )
+    joined = joined.with_columns(
+        pl.when(pl.col("better_id") == pl.col("A_id"))
+        .then(pl.lit(1, pl.Int64))
+        .when(pl.col("better_id") == pl.col("B_id"))
+        .then(pl.lit(2, pl.Int64))
+        .alias("winner_pos")
+    )
+    valid = pl.col("winner_pos").is_not_null()
+    results = (
+        joined.filter(valid)
+        .with_columns(pl.lit(when, dtype=_TS).alias("received_at"), *_phase_iter(joined))
+        .drop("_matched")
+    )
+
+    message = pl.col("error_message").fill_null("")
+    missing_detail = f"Batch status: {batch_status}" if batch_status else MISSING_DETAIL
+    code = (
+        pl.when(~pl.col("_matched"))
+        .then(pl.lit("http_error"))
+        .when(message.str.contains(r"(?i)timeout|timed out"))
+        .then(pl.lit("timeout"))
+        .when(message.str.contains(r"(?i)parse"))
+        .then(pl.lit("parse_error"))
+        .when(pl.col("status_code") >= 400)
+        .then(pl.lit("http_error"))
+        .when(pl.col("result_type").is_in(["errored", "failed", "canceled", "expired"]))
+        .then(pl.lit("http_error"))
+        .when(pl.col("better_id").is_null())
+        .then(pl.lit("backend_missing_fields"))
+        .otherwise(pl.lit("invalid_winner"))
+    )
+    detail = (
+        pl.when(~pl.col("_matched"))
+        .then(pl.lit(missing_detail))
+        .when(pl.col("error_message").is_not_null())
+        .then(pl.col("error_message"))
+        .when(pl.col("status_code").is_not_null() & (pl.col("status_code") >= 400))
+        .then(pl.format("HTTP {}", pl.col("status_code")))
+        .when(pl.col("result_type").is_in(["errored", "failed", "canceled", "expired"]))
+        .then(pl.format("Request {}", pl.col("result_type")))
+        .when(pl.col("better_id").is_null())
+        .then(pl.lit("No winner tag found in the response"))
+        .otherwise(pl.format("Invalid winner: {}", pl.col("better_id")))
+    )
+    failed = joined.filter(~valid).with_columns(
+        code.alias("error_code"),
+        detail.alias("error_detail"),
+        pl.lit(when, dtype=_TS).alias("attempted_at"),
+        pl.lit(False).alias("is_duplicate"),
+        *_phase_iter(joined),
+    )
+    frames = [_select_failed(failed)]
+    if duplicates.height:
+        keys = frame.select(
+            "custom_id", *_KEYS, *[c for c in ("phase", "iter") if c in frame.columns]
+        )
+        extra = duplicates.join(keys, on="custom_id", how="left", maintain_order="left")
+        extra = extra.with_columns(
+            pl.coalesce(pl.col("model"), pl.lit(model, dtype=pl.Utf8)).alias("model"),
+            *_meta(backend, model, segment_index, batch_id),
+            pl.lit("http_error").alias("error_code"),
+            pl.lit(DUPLICATE_DETAIL).alias("error_detail"),
+            pl.lit(when, dtype=_TS).alias("attempted_at"),
+            pl.lit(True).alias("is_duplicate"),
+            *_phase_iter(extra),
+        )
+        frames.append(_select_failed(extra))
+    return Normalized(results=results, failed_attempts=pl.concat(frames))
+
+
+def failed_attempts_from_pairs(
+    pairs: pl.DataFrame,
+    *,
+    backend: str,
+    model: str,
+    error_code: str,
+    error_detail: str,
+    attempted_at: datetime | None = None,
+    segment_index: int | None = None,
+    batch_id: str | None = None,
+) -> pl.DataFrame:
+    """One failed attempt per pair, for a batch that failed as a whole (§4.5)."""
+    frame = coerce_pairs(pairs)
+    if "custom_id" not in frame.columns:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.Utf8).alias("custom_id"))
+    out = frame.with_columns(
+        pl.lit(model, dtype=pl.Utf8).alias("model"),
+        *_meta(backend, model, segment_index, batch_id),
+        pl.lit(error_code).alias("error_code"),
+        pl.lit(error_detail).alias("error_detail"),
+        pl.lit(attempted_at or utcnow(), dtype=_TS).alias("attempted_at"),
+        pl.lit(False).alias("is_duplicate"),
+        *_phase_iter(frame),
+    )
+    return _select_failed(out)

@@ -1,0 +1,340 @@
+"""Anthropic Message Batches: request lines, results parsing and the HTTP client."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import attrs
+import polars as pl
+
+from pairbatch.errors import InputError, ProviderError
+from pairbatch.models import BatchState, BatchStatus, Job, Provider, RequestCounts
+from pairbatch.providers.base import (
+    Downloaded,
+    Options,
+    check_bool,
+    check_int,
+    check_number,
+    read_request_lines,
+    reject_unknown,
+)
+from pairbatch.results import (
+    Row,
+    as_path,
+    dig,
+    int_or_none,
+    parse_jsonl,
+    text_or_none,
+)
+from pairbatch.retry import RetryPolicy
+from pairbatch.transport import Transport
+
+_OPTIONS = frozenset(
+    {
+        "reasoning",
+        "include_thoughts",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "thinking_budget_tokens",
+        "anthropic_version",
+    }
+)
+MIN_THINKING_BUDGET = 1024
+log = logging.getLogger("pairbatch.providers.anthropic")
+
+
+class AnthropicBackend:
+    provider = Provider.ANTHROPIC
+
+    def prepare_options(self, model: str, options: Options) -> dict[str, Any]:
+        """Reference rules (``build_anthropic_batch_requests``).
+
+        ``include_thoughts`` turns extended thinking on; with thinking, temperature must
+        be 1 and the budget at least 1024 and below ``max_tokens``.
+        """
+        reject_unknown(self.provider, options, _OPTIONS)
+        reasoning = options.get("reasoning", "none")
+        if reasoning not in ("none", "enabled"):
+            raise InputError(f"option 'reasoning' must be 'none' or 'enabled', got {reasoning!r}")
+        if check_bool("include_thoughts", options.get("include_thoughts", False)):
+            reasoning = "enabled"
+        temperature = check_number("temperature", options.get("temperature"), low=0, high=1)
+        top_p = check_number("top_p", options.get("top_p"), low=0, high=1)
+        max_tokens = check_int("max_tokens", options.get("max_tokens"))
+        budget = check_int("thinking_budget_tokens", options.get("thinking_budget_tokens"))
+        if reasoning == "enabled":
+            if temperature is not None and temperature != 1:
+                raise InputError(
+                    "option 'temperature' must be 1 when extended thinking is enabled on Anthropic"
+                )
+            temperature = 1.0
+            max_tokens = max_tokens or 2048
+            budget = budget or MIN_THINKING_BUDGET
+            if budget < MIN_THINKING_BUDGET:
+                raise InputError(
+                    f"option 'thinking_budget_tokens' must be at least {MIN_THINKING_BUDGET}"
+                )
+            if budget >= max_tokens:
+                raise InputError(
+                    "option 'thinking_budget_tokens' must be smaller than 'max_tokens'"
+                )
+        else:
+            temperature = 0.0 if temperature is None else temperature
+            max_tokens = max_tokens or 768
+            budget = None
+        return {
+            "reasoning": reasoning,
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_tokens": max_tokens,
+            "thinking_budget_tokens": budget,
+            "anthropic_version": options.get("anthropic_version", "2023-06-01"),
+        }
+
+    def request_line(
+        self, custom_id: str, prompt: str, model: str, options: Options
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": model,
+            "max_tokens": options["max_tokens"],
+            "temperature": options["temperature"],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": prompt}]}],
+        }
+        if options.get("top_p") is not None:
+            params["top_p"] = options["top_p"]
+        if options.get("reasoning") == "enabled":
+            params["thinking"] = {
+                "type": "enabled",
+                "budget_tokens": options["thinking_budget_tokens"],
+            }
+        return {"custom_id": custom_id, "params": params}
+
+    def parse_results(
+        self,
+        output_path: str | os.PathLike[str] | None,
+        *,
+        error_path: str | os.PathLike[str] | None = None,
+        tag_prefix: str = "<BETTER_SAMPLE>",
+        tag_suffix: str = "</BETTER_SAMPLE>",
+    ) -> pl.DataFrame:
+        """The typed result frame of a results file (and error file, if any)."""
+        return parse_jsonl(
+            [as_path(output_path), as_path(error_path)],
+            parse_line,
+            tag_prefix=tag_prefix,
+            tag_suffix=tag_suffix,
+        )
+
+    def client(
+        self, transport: Transport, *, api_key: str, base_url: str, retry: RetryPolicy
+    ) -> AnthropicClient:
+        return AnthropicClient(transport, base_url, retry, api_key=api_key)
+
+
+BACKEND = AnthropicBackend()
+
+
+# ---------------------------------------------------------------- results parsing
+
+
+def parse_line(obj: dict[str, Any]) -> Row:
+    """``{custom_id, result: {type, message | error}}``."""
+    row: Row = {"custom_id": text_or_none(obj.get("custom_id"))}
+    result = obj.get("result")
+    if not isinstance(result, dict):
+        row["result_type"] = "errored"
+        row["error_message"] = "result line has no result"
+        return row
+    kind = text_or_none(result.get("type"))
+    row["result_type"] = kind
+    if kind != "succeeded":
+        error = result.get("error")
+        # The API nests the message (an ErrorResponse); older fixtures have it flat.
+        message = dig(error, "error", "message") or dig(error, "message")
+        row["error_message"] = text_or_none(message) or (f"request {kind}" if kind else None)
+        row["status_code"] = None
+        return row
+    message = result.get("message")
+    if not isinstance(message, dict):
+        row["result_type"] = "errored"
+        row["error_message"] = "succeeded result has no message"
+        return row
+    row["status_code"] = 200
+    row["object_type"] = text_or_none(message.get("type"))
+    row["model"] = text_or_none(message.get("model"))
+    thoughts: list[str] = []
+    content: list[str] = []
+    for block in message.get("content") or []:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "thinking":
+            text = block.get("thinking") or block.get("text")
+            if isinstance(text, str) and text:
+                thoughts.append(text)
+        elif block.get("type") == "text":
+            text = block.get("text")
+            if isinstance(text, str):
+                content.append(text)
+    row["thoughts"] = text_or_none("\n\n".join(thoughts))
+    row["content"] = text_or_none("".join(content))
+    usage = message.get("usage")
+    if isinstance(usage, dict):
+        prompt = int_or_none(usage.get("input_tokens"))
+        completion = int_or_none(usage.get("output_tokens"))
+        row["prompt_tokens"] = prompt
+        row["completion_tokens"] = completion
+        row["total_tokens"] = (
+            prompt + completion if prompt is not None and completion is not None else None
+        )
+        row["prompt_cached_tokens"] = int_or_none(usage.get("cache_read_input_tokens"))
+    return row
+
+
+# ---------------------------------------------------------------- HTTP client
+
+_LIST_PAGES = 10
+# A batch created this long before the intent was recorded cannot be ours.
+_CLOCK_SKEW = timedelta(minutes=5)
+
+
+def _requests_body(path: Path) -> bytes:
+    """``{"requests": [...]}`` built from the JSONL lines without decoding them."""
+    return b'{"requests":[' + b",".join(read_request_lines(path)) + b"]}"
+
+
+@attrs.define(repr=False)
+class AnthropicClient:
+    """Anthropic Message Batches over the shared transport."""
+
+    transport: Transport
+    base_url: str
+    retry: RetryPolicy
+    _api_key: str = attrs.field(alias="api_key")
+    version: str = "2023-06-01"
+    provider: Provider = Provider.ANTHROPIC
+
+    def __repr__(self) -> str:
+        return f"AnthropicClient(base_url={self.base_url!r})"
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            "x-api-key": self._api_key,
+            "anthropic-version": self.version,
+            "content-type": "application/json",
+        }
+
+    async def _call(
+        self, method: str, path: str, *, idempotent: bool = True, **kwargs: Any
+    ) -> dict[str, Any]:
+        response = await self.transport.request(
+            self.provider.value,
+            method,
+            f"{self.base_url}{path}",
+            headers=self._headers(),
+            retry=self.retry,
+            idempotent=idempotent,
+            **kwargs,
+        )
+        body = response.json()
+        if not isinstance(body, dict):
+            raise ProviderError(self.provider.value, response.status, "unexpected response body")
+        return body
+
+    async def submit(self, job: Job, requests_path: Path, options: Options) -> str:
+        body = await asyncio.to_thread(_requests_body, requests_path)
+        batch = await self._call("POST", "/v1/messages/batches", data=body, idempotent=False)
+        return str(batch["id"])
+
+    async def status(self, batch_id: str) -> BatchStatus:
+        batch = await self._call("GET", f"/v1/messages/batches/{batch_id}")
+        return _status(batch_id, batch)
+
+    async def download(self, job: Job, status: BatchStatus) -> Downloaded:
+        url = status.output_ref or f"{self.base_url}/v1/messages/batches/{status.batch_id}/results"
+        dest = Path(job.batch_output_path)
+        await self.transport.download(
+            self.provider.value, url, dest, headers=self._headers(), retry=self.retry
+        )
+        return Downloaded(output_path=dest)
+
+    async def cancel(self, batch_id: str) -> None:
+        await self._call("POST", f"/v1/messages/batches/{batch_id}/cancel")
+
+    async def find_batch(self, job: Job) -> str | None:
+        """Anthropic batches carry no metadata, so a batch is ours when it was created
+        after the intent was recorded and holds exactly this segment's request count.
+        Ended batches are confirmed by the run tag that prefixes every custom_id."""
+        since = job.updated_at or job.submitted_at
+        after: str | None = None
+        candidates: list[dict[str, Any]] = []
+        for _ in range(_LIST_PAGES):
+            params = {"limit": "100"} | ({"after_id": after} if after else {})
+            page = await self._call("GET", "/v1/messages/batches", params=params)
+            data = page.get("data") or []
+            for batch in data:
+                created = _parse_time(batch.get("created_at"))
+                if since is not None and created is not None and created < since - _CLOCK_SKEW:
+                    continue
+                counts = batch.get("request_counts") or {}
+                if sum(int(v or 0) for v in counts.values()) == job.n_pairs:
+                    candidates.append(batch)
+            if not page.get("has_more") or not data:
+                break
+            after = str(page.get("last_id") or data[-1]["id"])
+        if len(candidates) == 1:
+            return str(candidates[0]["id"])
+        if len(candidates) > 1:
+            log.warning(
+                "segment %d: %d Anthropic batches could be ours; not adopting any",
+                job.segment_index,
+                len(candidates),
+            )
+        return None
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _status(batch_id: str, batch: dict[str, Any]) -> BatchStatus:
+    raw = str(batch.get("processing_status") or "unknown")
+    counts = batch.get("request_counts") or {}
+    failed = sum(int(counts.get(k) or 0) for k in ("errored", "canceled", "expired"))
+    succeeded = int(counts.get("succeeded") or 0)
+    processing = int(counts.get("processing") or 0)
+    if raw == "ended":
+        # "ended" covers finished, cancelled and expired batches alike; per-request
+        # outcomes are in the results, which are salvaged in every case.
+        state = BatchState.CANCELLED if batch.get("cancel_initiated_at") else BatchState.SUCCEEDED
+    elif raw in ("errored", "canceled", "expired"):
+        # The reference treats these as terminal; the API never sends them here.
+        state = {"errored": BatchState.FAILED, "canceled": BatchState.CANCELLED}.get(
+            raw, BatchState.EXPIRED
+        )
+    else:
+        state = BatchState.RUNNING
+    return BatchStatus(
+        batch_id=batch_id,
+        state=state,
+        raw_state=raw,
+        counts=RequestCounts(
+            total=succeeded + failed + processing,
+            succeeded=succeeded,
+            failed=failed,
+            processing=processing,
+        ),
+        created_at=_parse_time(batch.get("created_at")),
+        ended_at=_parse_time(batch.get("ended_at")),
+        output_ref=batch.get("results_url") or None,
+    )

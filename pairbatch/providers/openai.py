@@ -1,0 +1,395 @@
+"""OpenAI Batch API: request lines, results parsing and the HTTP client."""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import attrs
+import polars as pl
+
+from pairbatch.errors import InputError, ProviderError
+from pairbatch.models import BatchState, BatchStatus, Job, Provider, RequestCounts
+from pairbatch.providers.base import (
+    Downloaded,
+    Options,
+    check_bool,
+    check_int,
+    check_number,
+    reject_unknown,
+)
+from pairbatch.results import (
+    Row,
+    as_path,
+    dig,
+    int_or_none,
+    parse_jsonl,
+    text_or_none,
+)
+from pairbatch.retry import RetryPolicy
+from pairbatch.transport import Transport
+
+ENDPOINTS = {"chat.completions": "/v1/chat/completions", "responses": "/v1/responses"}
+REASONING_EFFORTS = frozenset({"none", "minimal", "low", "medium", "high", "xhigh"})
+_OPTIONS = frozenset(
+    {
+        "endpoint",
+        "temperature",
+        "top_p",
+        "logprobs",
+        "reasoning",
+        "include_thoughts",
+        "max_output_tokens",
+        "service_tier",
+        "metadata",
+    }
+)
+# Models that accept a reasoning effort (gpt-5 family and the o-series).
+_REASONING_MODEL = re.compile(r"^(gpt-5|o\d)", re.IGNORECASE)
+
+
+class OpenAIBackend:
+    provider = Provider.OPENAI
+
+    def prepare_options(self, model: str, options: Options) -> dict[str, Any]:
+        """Reference rules (``R/openai_params.R``), minus its hard-coded model list.
+
+        ``include_thoughts`` on a reasoning model with no effort asks for ``"low"``;
+        reasoning or thoughts select the responses endpoint; temperature defaults to 0
+        only when no reasoning is active (reasoning models reject it).
+        """
+        reject_unknown(self.provider, options, _OPTIONS)
+        include_thoughts = check_bool("include_thoughts", options.get("include_thoughts", False))
+        effort = options.get("reasoning")
+        if effort is not None and effort not in REASONING_EFFORTS:
+            raise InputError(
+                f"option 'reasoning' must be one of {', '.join(sorted(REASONING_EFFORTS))}, "
+                f"got {effort!r}"
+            )
+        reasoning_model = bool(_REASONING_MODEL.match(model))
+        if include_thoughts and effort is None and reasoning_model:
+            effort = "low"
+        reasoning_active = effort is not None and effort != "none"
+        endpoint = options.get("endpoint")
+        if endpoint is None:
+            endpoint = "responses" if (reasoning_active or include_thoughts) else "chat.completions"
+        endpoint = str(endpoint).removeprefix("/v1/").replace("/", ".")
+        if endpoint not in ENDPOINTS:
+            raise InputError(
+                f"option 'endpoint' must be one of {', '.join(ENDPOINTS)}, got {endpoint!r}"
+            )
+        temperature = check_number("temperature", options.get("temperature"), low=0, high=2)
+        top_p = check_number("top_p", options.get("top_p"), low=0, high=1)
+        logprobs = options.get("logprobs")
+        if reasoning_active and (temperature is not None or top_p is not None or logprobs):
+            raise InputError(
+                "temperature, top_p and logprobs must be unset when a reasoning effort "
+                f"({effort!r}) is active"
+            )
+        if temperature is None and not reasoning_active:
+            temperature = 0.0
+        if endpoint == "chat.completions" and reasoning_active:
+            raise InputError("option 'reasoning' needs endpoint='responses' on OpenAI")
+        metadata = options.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise InputError("option 'metadata' must be a dict of strings")
+        return {
+            "endpoint": endpoint,
+            "temperature": temperature,
+            "top_p": top_p,
+            "logprobs": None if logprobs is None else check_bool("logprobs", logprobs),
+            "reasoning": effort,
+            "include_thoughts": include_thoughts,
+            "max_output_tokens": check_int("max_output_tokens", options.get("max_output_tokens")),
+            "service_tier": options.get("service_tier"),
+            "metadata": metadata,
+        }
+
+    def request_line(
+        self, custom_id: str, prompt: str, model: str, options: Options
+    ) -> dict[str, Any]:
+        endpoint = options["endpoint"]
+        body: dict[str, Any] = {"model": model}
+        if endpoint == "responses":
+            body["input"] = prompt
+            if options.get("reasoning") is not None:
+                reasoning: dict[str, Any] = {"effort": options["reasoning"]}
+                if options.get("include_thoughts"):
+                    reasoning["summary"] = "auto"
+                body["reasoning"] = reasoning
+            if options.get("max_output_tokens") is not None:
+                body["max_output_tokens"] = options["max_output_tokens"]
+        else:
+            body["messages"] = [{"role": "user", "content": prompt}]
+            if options.get("max_output_tokens") is not None:
+                body["max_completion_tokens"] = options["max_output_tokens"]
+            if options.get("logprobs") is not None:
+                body["logprobs"] = options["logprobs"]
+        for name in ("temperature", "top_p", "service_tier"):
+            if options.get(name) is not None:
+                body[name] = options[name]
+        return {"custom_id": custom_id, "method": "POST", "url": ENDPOINTS[endpoint], "body": body}
+
+    def parse_results(
+        self,
+        output_path: str | os.PathLike[str] | None,
+        *,
+        error_path: str | os.PathLike[str] | None = None,
+        tag_prefix: str = "<BETTER_SAMPLE>",
+        tag_suffix: str = "</BETTER_SAMPLE>",
+    ) -> pl.DataFrame:
+        """The typed result frame of a results file (and error file, if any)."""
+        return parse_jsonl(
+            [as_path(output_path), as_path(error_path)],
+            parse_line,
+            tag_prefix=tag_prefix,
+            tag_suffix=tag_suffix,
+        )
+
+    def client(
+        self, transport: Transport, *, api_key: str, base_url: str, retry: RetryPolicy
+    ) -> OpenAIClient:
+        return OpenAIClient(transport, base_url, retry, api_key=api_key)
+
+
+BACKEND = OpenAIBackend()
+
+
+# ---------------------------------------------------------------- results parsing
+
+_EXPIRY_CODES = {"batch_expired": "expired", "batch_cancelled": "canceled"}
+
+
+def _openai_usage(row: Row, usage: object) -> None:
+    if not isinstance(usage, dict):
+        return
+    if "input_tokens" in usage or "output_tokens" in usage:  # responses shape
+        row["prompt_tokens"] = int_or_none(usage.get("input_tokens"))
+        row["completion_tokens"] = int_or_none(usage.get("output_tokens"))
+        row["prompt_cached_tokens"] = int_or_none(
+            dig(usage, "input_tokens_details", "cached_tokens")
+        )
+        row["reasoning_tokens"] = int_or_none(
+            dig(usage, "output_tokens_details", "reasoning_tokens")
+        )
+    else:  # chat.completions shape
+        row["prompt_tokens"] = int_or_none(usage.get("prompt_tokens"))
+        row["completion_tokens"] = int_or_none(usage.get("completion_tokens"))
+        row["prompt_cached_tokens"] = int_or_none(
+            dig(usage, "prompt_tokens_details", "cached_tokens")
+        )
+        row["reasoning_tokens"] = int_or_none(
+            dig(usage, "completion_tokens_details", "reasoning_tokens")
+        )
+    row["total_tokens"] = int_or_none(usage.get("total_tokens"))
+
+
+def _responses_text(body: dict[str, Any]) -> tuple[str | None, str | None]:
+    thoughts: list[str] = []
+    content: list[str] = []
+    for item in body.get("output") or []:
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "reasoning":
+            for part in item.get("summary") or []:
+                text = part.get("text") if isinstance(part, dict) else None
+                if isinstance(text, str) and text:
+                    thoughts.append(text)
+        elif item.get("type") == "message":
+            for part in item.get("content") or []:
+                if isinstance(part, dict) and part.get("type") in ("output_text", "text", None):
+                    text = part.get("text")
+                    if isinstance(text, str):
+                        content.append(text)
+    return text_or_none("\n\n".join(thoughts)), text_or_none("".join(content))
+
+
+def parse_line(obj: dict[str, Any]) -> Row:
+    """One output- or error-file line: ``{custom_id, response: {status_code, body}, error}``."""
+    row: Row = {"custom_id": text_or_none(obj.get("custom_id"))}
+    response = obj.get("response")
+    error = obj.get("error")
+    status = int_or_none(dig(response, "status_code"))
+    row["status_code"] = status
+    body = dig(response, "body")
+    if isinstance(error, dict):
+        row["error_message"] = text_or_none(error.get("message")) or text_or_none(error.get("code"))
+        row["result_type"] = _EXPIRY_CODES.get(str(error.get("code")), "errored")
+    if not isinstance(body, dict):
+        if not isinstance(error, dict):
+            row["result_type"] = "errored"
+            row["error_message"] = "result line has no response body"
+        return row
+    row["model"] = text_or_none(body.get("model"))
+    row["object_type"] = text_or_none(body.get("object"))
+    body_error = body.get("error")
+    if isinstance(body_error, dict):
+        row["result_type"] = "errored"
+        row["error_message"] = text_or_none(body_error.get("message")) or "request failed"
+        return row
+    _openai_usage(row, body.get("usage"))
+    kind = body.get("object")
+    if kind == "chat.completion":
+        message = dig((body.get("choices") or [None])[0], "message") or {}
+        row["content"] = text_or_none(message.get("content"))
+        row["thoughts"] = text_or_none(message.get("reasoning_content"))
+    elif kind == "response":
+        row["thoughts"], row["content"] = _responses_text(body)
+    else:
+        row["error_message"] = f"unknown response object type {kind!r}"
+    ok = status is None or 200 <= status < 300
+    row.setdefault("result_type", "succeeded" if ok else "errored")
+    return row
+
+
+# ---------------------------------------------------------------- HTTP client
+
+_OPENAI_STATES = {
+    "validating": BatchState.PENDING,
+    "in_progress": BatchState.RUNNING,
+    "finalizing": BatchState.RUNNING,
+    "cancelling": BatchState.RUNNING,
+    "completed": BatchState.SUCCEEDED,
+    "failed": BatchState.FAILED,
+    "expired": BatchState.EXPIRED,
+    "cancelled": BatchState.CANCELLED,
+}
+RUN_TAG_KEY = "pairbatch_run"
+SEGMENT_KEY = "pairbatch_segment"
+_LIST_PAGES = 10
+
+
+@attrs.define(repr=False)
+class OpenAIClient:
+    """OpenAI Batch API over the shared transport."""
+
+    transport: Transport
+    base_url: str
+    retry: RetryPolicy
+    _api_key: str = attrs.field(alias="api_key")
+    provider: Provider = Provider.OPENAI
+
+    def __repr__(self) -> str:
+        return f"OpenAIClient(base_url={self.base_url!r})"
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}"}
+
+    async def _call(
+        self, method: str, path: str, *, idempotent: bool = True, **kwargs: Any
+    ) -> dict[str, Any]:
+        response = await self.transport.request(
+            self.provider.value,
+            method,
+            f"{self.base_url}{path}",
+            headers=self._headers(),
+            retry=self.retry,
+            idempotent=idempotent,
+            **kwargs,
+        )
+        body = response.json()
+        if not isinstance(body, dict):
+            raise ProviderError(self.provider.value, response.status, "unexpected response body")
+        return body
+
+    async def submit(self, job: Job, requests_path: Path, options: Options) -> str:
+        def form() -> aiohttp.FormData:
+            data = aiohttp.FormData()
+            data.add_field("purpose", "batch")
+            data.add_field(
+                "file",
+                requests_path.open("rb"),
+                filename=requests_path.name,
+                content_type="application/jsonl",
+            )
+            return data
+
+        uploaded = await self._call("POST", "/files", data=form)
+        metadata = {str(k): str(v) for k, v in (options.get("metadata") or {}).items()}
+        metadata |= {RUN_TAG_KEY: job.run_tag, SEGMENT_KEY: str(job.segment_index)}
+        batch = await self._call(
+            "POST",
+            "/batches",
+            idempotent=False,
+            json={
+                "input_file_id": uploaded["id"],
+                "endpoint": ENDPOINTS[options.get("endpoint") or "chat.completions"],
+                "completion_window": "24h",
+                "metadata": metadata,
+            },
+        )
+        return str(batch["id"])
+
+    async def status(self, batch_id: str) -> BatchStatus:
+        batch = await self._call("GET", f"/batches/{batch_id}")
+        raw = str(batch.get("status") or "unknown")
+        counts = batch.get("request_counts") or {}
+        return BatchStatus(
+            batch_id=batch_id,
+            state=_OPENAI_STATES.get(raw, BatchState.RUNNING),
+            raw_state=raw,
+            counts=RequestCounts(
+                total=counts.get("total"),
+                succeeded=counts.get("completed"),
+                failed=counts.get("failed"),
+            ),
+            created_at=_from_epoch(batch.get("created_at")),
+            ended_at=_from_epoch(
+                batch.get("completed_at")
+                or batch.get("failed_at")
+                or batch.get("expired_at")
+                or batch.get("cancelled_at")
+            ),
+            output_ref=batch.get("output_file_id") or None,
+            error_ref=batch.get("error_file_id") or None,
+        )
+
+    async def download(self, job: Job, status: BatchStatus) -> Downloaded:
+        output = error = None
+        if status.output_ref:
+            output = Path(job.batch_output_path)
+            await self._fetch_file(status.output_ref, output)
+        if status.error_ref:
+            error = Path(job.error_output_path)
+            await self._fetch_file(status.error_ref, error)
+        return Downloaded(output_path=output, error_path=error)
+
+    async def _fetch_file(self, file_id: str, dest: Path) -> None:
+        await self.transport.download(
+            self.provider.value,
+            f"{self.base_url}/files/{file_id}/content",
+            dest,
+            headers=self._headers(),
+            retry=self.retry,
+        )
+
+    async def cancel(self, batch_id: str) -> None:
+        await self._call("POST", f"/batches/{batch_id}/cancel")
+
+    async def find_batch(self, job: Job) -> str | None:
+        """Newest first, a few pages back: the batch whose metadata carries our tag."""
+        after: str | None = None
+        for _ in range(_LIST_PAGES):
+            params = {"limit": "100"} | ({"after": after} if after else {})
+            page = await self._call("GET", "/batches", params=params)
+            data = page.get("data") or []
+            for batch in data:
+                metadata = batch.get("metadata") or {}
+                if metadata.get(RUN_TAG_KEY) == job.run_tag and metadata.get(SEGMENT_KEY) == str(
+                    job.segment_index
+                ):
+                    return str(batch["id"])
+            if not page.get("has_more") or not data:
+                return None
+            after = str(data[-1]["id"])
+        return None
+
+
+def _from_epoch(value: object) -> datetime | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    return None

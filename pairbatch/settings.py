@@ -1,0 +1,90 @@
+"""Credentials, endpoints and the per-run settings file.
+
+API keys come from arguments or the environment and live only in memory: they are never
+written to the run folder, logged, or put in an exception message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pairbatch._fs import atomic_write_bytes
+from pairbatch.errors import InputError
+from pairbatch.models import Provider
+
+SETTINGS_NAME = "run_settings.json"
+
+KEY_ENV: dict[Provider, tuple[str, ...]] = {
+    Provider.OPENAI: ("OPENAI_API_KEY",),
+    Provider.ANTHROPIC: ("ANTHROPIC_API_KEY",),
+    Provider.GEMINI: ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+}
+BASE_URL_ENV: dict[Provider, str] = {
+    Provider.OPENAI: "OPENAI_BASE_URL",
+    Provider.ANTHROPIC: "ANTHROPIC_BASE_URL",
+    Provider.GEMINI: "GEMINI_BASE_URL",
+}
+DEFAULT_BASE_URL: dict[Provider, str] = {
+    Provider.OPENAI: "https://api.openai.com/v1",
+    Provider.ANTHROPIC: "https://api.anthropic.com",
+    Provider.GEMINI: "https://generativelanguage.googleapis.com",
+}
+_DISPLAY = {
+    Provider.OPENAI: "OpenAI",
+    Provider.ANTHROPIC: "Anthropic",
+    Provider.GEMINI: "Google Gemini",
+}
+
+
+def by_provider(values: Mapping[str, Any] | None, what: str) -> dict[Provider, Any]:
+    """Normalise a ``{"openai": ...}`` mapping, rejecting unknown provider names."""
+    out: dict[Provider, Any] = {}
+    for name, value in (values or {}).items():
+        try:
+            out[Provider.parse(name)] = value
+        except ValueError as exc:
+            raise InputError(f"{what}: {exc}") from None
+    return out
+
+
+def resolve_api_key(provider: Provider, explicit: str | None = None) -> str:
+    if explicit:
+        return explicit
+    for name in KEY_ENV[provider]:
+        value = os.environ.get(name)
+        if value:
+            return value
+    names = " or ".join(KEY_ENV[provider])
+    raise InputError(
+        f"No API key found for {_DISPLAY[provider]}. Set {names} or pass it as an argument."
+    )
+
+
+def resolve_base_url(provider: Provider, explicit: str | None = None) -> str:
+    url = explicit or os.environ.get(BASE_URL_ENV[provider]) or DEFAULT_BASE_URL[provider]
+    return url.rstrip("/")
+
+
+def write_settings(output_dir: Path, settings: Mapping[str, Any]) -> None:
+    """What resume needs to re-send a segment whose create never reached the provider."""
+    atomic_write_bytes(
+        output_dir / SETTINGS_NAME, orjson.dumps(dict(settings), option=orjson.OPT_INDENT_2)
+    )
+
+
+def read_settings(output_dir: Path) -> dict[str, Any]:
+    path = output_dir / SETTINGS_NAME
+    try:
+        data = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} must hold a JSON object")
+    return data
