@@ -5,6 +5,7 @@ limits, and collect the parsed verdicts as Polars frames; a crash-safe registry 
 lets any run pick up where it stopped.
 """
 
+from pairbatch import sync
 from pairbatch.errors import (
     DownloadError,
     InputError,
@@ -47,5 +48,6 @@ __all__ = [
     "read_registry",
     "resume_multi_batches",
     "submit_pairs_multi_batch",
+    "sync",
     "trait_description",
 ]

@@ -58,3 +58,8 @@ class RetryExhaustedError(ProviderError):
 
 class DownloadError(ProviderError):
     """A results download that ended short or did not match its declared size."""
+
+
+class UnresolvedBatchError(PairbatchError):
+    """A create's outcome is unknown and the batch it may have made cannot be told apart
+    from others yet; sending the create again could pay twice, so the caller waits."""

@@ -108,7 +108,7 @@ def _recover_key(line: bytes) -> str | None:
         key = orjson.loads(b'"' + match.group(1) + b'"')
     except orjson.JSONDecodeError:
         return None
-    return key if isinstance(key, str) else None
+    return text_or_none(key)
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:

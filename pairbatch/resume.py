@@ -23,7 +23,13 @@ from typing import Any
 import attrs
 import polars as pl
 
-from pairbatch.errors import InputError, PairbatchError, ProviderError, RetryExhaustedError
+from pairbatch.errors import (
+    InputError,
+    PairbatchError,
+    ProviderError,
+    RetryExhaustedError,
+    UnresolvedBatchError,
+)
 from pairbatch.events import Emitter, Event, EventHandler, EventKind
 from pairbatch.models import BatchState, BatchStatus, Job, JobStatus, Provider, utcnow
 from pairbatch.normalize import failed_attempts_from_pairs, normalize_results
@@ -186,10 +192,19 @@ class _Run:
             return JobOutcome(job, None, None)
 
     async def adopt_or_submit(self, job: Job) -> Job:
+        from pairbatch.submit import create_batch  # submit imports this module
+
         """A segment with an intent but no batch id: find the batch it may have created
         before a crash, and only if there is none, send it again (never pay twice)."""
         client = self.session.client(job.provider)
-        found = await client.find_batch(job) if job.run_tag else None
+        found = None
+        while job.run_tag:
+            try:
+                found = await client.find_batch(job)
+                break
+            except UnresolvedBatchError as exc:
+                self.say("%s", exc)
+                await asyncio.sleep(self.options.next_delay(job, None, self.rng))
         if found:
             self.say("segment %d: adopted existing batch %s", job.segment_index, found)
         else:
@@ -202,7 +217,7 @@ class _Run:
             options = self.settings.get("options")
             if not isinstance(options, dict) or self.settings.get("provider") != job.provider:
                 options = get_backend(job.provider).prepare_options(job.model, {})
-            found = await client.submit(job, path, options)
+            found = await create_batch(client, job, path, options)
             self.say("segment %d: submitted batch %s", job.segment_index, found)
         job = await self.record(
             job.transition(
@@ -262,6 +277,8 @@ class _Run:
         pairs = await asyncio.to_thread(_segment_pairs, job)
         received_at = utcnow()
         has_output = status.output_ref is not None or status.error_ref is not None
+        # Anthropic says "ended" for every ending; our state says how it ended.
+        word = status.state.value if status.raw_state == "ended" else status.raw_state
         results: pl.DataFrame | None = None
         failure: pl.DataFrame | None = None
         salvaged = 0
@@ -284,7 +301,7 @@ class _Run:
                 segment_index=job.segment_index,
                 batch_id=job.batch_id,
                 received_at=received_at,
-                batch_status=None if status.state is BatchState.SUCCEEDED else status.raw_state,
+                batch_status=None if status.state is BatchState.SUCCEEDED else word,
             )
             results, failed = normalized.results, normalized.failed_attempts
             salvaged = results.height
@@ -301,10 +318,10 @@ class _Run:
                 batch_id=job.batch_id,
             )
         if status.state is not BatchState.SUCCEEDED:
-            detail = f"Batch status: {status.raw_state}"
+            detail = f"Batch status: {word}"
             if salvaged:
                 detail += f" ({salvaged} of {pairs.height} results salvaged)"
-            failure = batch_failure_frame(job, status.raw_state, detail, received_at)
+            failure = batch_failure_frame(job, word, detail, received_at)
         await asyncio.to_thread(
             persist_outcome,
             job,
@@ -481,6 +498,8 @@ async def iter_completed(
         base_urls=base_urls,
         max_concurrency=max_concurrency,
         rate_limits=limits,
+        # The reference paced one request at a time; keep that when asked for it.
+        bursts={p.value: 1.0 for p in Provider} if per_job_delay is not None else None,
         max_tries=tries,
     )
     run = _Run(job_list, out_dir, options, session, registry, Emitter(on_event, log))

@@ -31,11 +31,14 @@ class Session:
         base_urls: Mapping[str, str] | None = None,
         max_concurrency: int = 32,
         rate_limits: Mapping[str, float] | None = None,
+        bursts: Mapping[str, float] | None = None,
         max_tries: Mapping[str, int] | None = None,
     ) -> None:
         self._owns_transport = transport is None
         self.transport = transport or Transport(
-            max_concurrency=max_concurrency, rate_limits=dict(rate_limits or {})
+            max_concurrency=max_concurrency,
+            rate_limits=dict(rate_limits or {}),
+            bursts=dict(bursts or {}),
         )
         self._api_keys: dict[Provider, str] = by_provider(api_keys, "api_keys")
         self._base_urls: dict[Provider, str] = by_provider(base_urls, "base_urls")

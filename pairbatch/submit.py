@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import polars as pl
 
-from pairbatch.errors import InputError, PairbatchError, ProviderError
+from pairbatch.errors import InputError, PairbatchError, ProviderError, UnresolvedBatchError
 from pairbatch.events import Emitter, Event, EventHandler, EventKind
 from pairbatch.models import Job, JobStatus, Provider, utcnow
 from pairbatch.pairs import (
@@ -33,7 +33,7 @@ from pairbatch.pairs import (
 )
 from pairbatch.prompts import DEFAULT_TEMPLATE, validate_template
 from pairbatch.providers import get_backend
-from pairbatch.providers.base import write_request_file
+from pairbatch.providers.base import BatchClient, write_request_file
 from pairbatch.registry import COLUMNS, Registry
 from pairbatch.registry import write_registry as write_registry_file
 from pairbatch.resume import _verbose_logging
@@ -80,8 +80,9 @@ class SubmitResult:
 
     @property
     def failed(self) -> list[Job]:
-        """Segments whose batch could not be created (``status == submit_failed``)."""
-        return [job for job in self.jobs if job.status is JobStatus.SUBMIT_FAILED]
+        """Segments with no batch id yet: ``submit_failed``, or ``intent`` when a create's
+        outcome is unknown and resume must reconcile it first."""
+        return [job for job in self.jobs if job.batch_id is None]
 
 
 async def submit_pairs_multi_batch(
@@ -207,16 +208,12 @@ async def submit_pairs_multi_batch(
                 job.n_pairs,
                 provider.value,
             )
-            batch_id = await client.submit(job, Path(job.batch_input_path), options)
+            batch_id = await create_batch(client, job, Path(job.batch_input_path), options)
+        except UnresolvedBatchError as exc:
+            # A batch may exist: leave the intent for resume to reconcile, never resend.
+            return await failed(job, exc, status=JobStatus.INTENT)
         except (ProviderError, PairbatchError, OSError) as exc:
-            if isinstance(exc, ProviderError) and exc.error_type == "ambiguous":
-                found = await _find(client, job)
-                if found is not None:
-                    batch_id = found
-                else:
-                    return await failed(job, exc)
-            else:
-                return await failed(job, exc)
+            return await failed(job, exc)
         job = job.transition(batch_id=batch_id, status=JobStatus.PENDING, submitted_at=utcnow())
         if registry is not None:
             await registry.record(job)
@@ -234,9 +231,11 @@ async def submit_pairs_multi_batch(
         emit(Event(EventKind.SUBMITTED, job, detail=batch_id))
         return job
 
-    async def failed(job: Job, exc: BaseException) -> Job:
+    async def failed(
+        job: Job, exc: BaseException, status: JobStatus = JobStatus.SUBMIT_FAILED
+    ) -> Job:
         log.error("%s segment %d failed to submit: %s", TAG, job.segment_index, exc)
-        job = job.transition(status=JobStatus.SUBMIT_FAILED, error=str(exc))
+        job = job.transition(status=status, error=str(exc))
         if registry is not None:
             await registry.record(job)
         emit(Event(EventKind.SUBMIT_FAILED, job, detail=str(exc)))
@@ -253,7 +252,7 @@ async def submit_pairs_multi_batch(
                 await asyncio.shield(registry.close())
     if not keep_jsonl:
         log.debug("keep_jsonl=False takes effect in resume, after results are parsed")
-    failures = [job for job in submitted if job.status is JobStatus.SUBMIT_FAILED]
+    failures = [job for job in submitted if job.batch_id is None]
     if failures:
         log.error(
             "%s %d of %d segment(s) failed to submit; resume_multi_batches() will retry them",
@@ -264,10 +263,38 @@ async def submit_pairs_multi_batch(
     return SubmitResult(jobs=list(submitted), output_dir=out_dir, run_tag=run_tag)
 
 
-async def _find(client: Any, job: Job) -> str | None:
-    try:
-        found = await client.find_batch(job)
-    except ProviderError as exc:
-        log.warning("could not list batches to reconcile segment %d: %s", job.segment_index, exc)
-        return None
-    return found if isinstance(found, str) else None
+async def create_batch(
+    client: BatchClient, job: Job, path: Path, options: Mapping[str, Any], attempts: int = 3
+) -> str:
+    """Create a segment's batch without ever paying for it twice.
+
+    A create whose outcome is unknown (a timeout or a dropped connection after sending)
+    is followed by a look for a batch carrying this job's tag; only when there is none is
+    the create sent again.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return await client.submit(job, path, options)
+        except ProviderError as exc:
+            if exc.error_type != "ambiguous":
+                raise
+            try:
+                found = await client.find_batch(job)
+            except ProviderError as list_error:
+                log.warning(
+                    "segment %d: cannot list batches to reconcile: %s",
+                    job.segment_index,
+                    list_error,
+                )
+                raise exc from None
+            if found is not None:
+                log.info(
+                    "segment %d: create timed out but batch %s exists; adopted",
+                    job.segment_index,
+                    found,
+                )
+                return found
+            if attempt == attempts:
+                raise
+            log.info("segment %d: no batch was created; sending again", job.segment_index)
+    raise AssertionError("unreachable")

@@ -300,6 +300,40 @@ class Transport:
 
         return await call_with_retries(counted, policy, provider=provider, what=where)
 
+    async def first_line(
+        self,
+        provider: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        retry: RetryPolicy | None = None,
+        limit: int = 1 << 20,
+    ) -> bytes:
+        """The first line of a (possibly huge) body, reading no further than it."""
+        policy = retry or RetryPolicy()
+        where = f"GET {safe_url(url)}"
+
+        async def attempt() -> bytes:
+            await self.limiter(provider).acquire()
+            async with self._gate():
+                self.stats[(provider, "requests")] += 1
+                session = self._ensure_session()
+                try:
+                    async with session.get(url, headers=dict(headers)) as resp:
+                        if resp.status >= 400:
+                            body = await resp.read()
+                            answer = Response(
+                                resp.status, {k.lower(): v for k, v in resp.headers.items()}, body
+                            )
+                            raise self._fail(provider, answer, policy)
+                        line = await resp.content.readuntil(b"\n") if limit else b""
+                        return line[:limit].strip()
+                except _TRANSPORT_ERRORS as exc:
+                    raise TransientError(provider, None, f"{where}: {type(exc).__name__}") from None
+
+        line: bytes = await self._with_retries(attempt, policy, provider, where)
+        return line
+
     # ------------------------------------------------------------ downloads
 
     async def download(

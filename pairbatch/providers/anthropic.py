@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 import polars as pl
 
-from pairbatch.errors import InputError, ProviderError
+from pairbatch.errors import InputError, ProviderError, UnresolvedBatchError
 from pairbatch.models import BatchState, BatchStatus, Job, Provider, RequestCounts
 from pairbatch.providers.base import (
     Downloaded,
@@ -267,12 +267,15 @@ class AnthropicClient:
         await self._call("POST", f"/v1/messages/batches/{batch_id}/cancel")
 
     async def find_batch(self, job: Job) -> str | None:
-        """Anthropic batches carry no metadata, so a batch is ours when it was created
-        after the intent was recorded and holds exactly this segment's request count.
-        Ended batches are confirmed by the run tag that prefixes every custom_id."""
+        """Anthropic batches carry no metadata; every custom_id of ours starts with
+        ``<run_tag>-<segment>-``. Candidates are batches created since the intent with
+        this segment's request count; an ended one is confirmed by the first line of its
+        results. If several unconfirmed candidates remain, raise
+        :class:`UnresolvedBatchError` rather than guess (or create a second batch)."""
         since = job.updated_at or job.submitted_at
+        prefix = f"{job.run_tag}-{job.segment_index}-".encode()
         after: str | None = None
-        candidates: list[dict[str, Any]] = []
+        unconfirmed: list[str] = []
         for _ in range(_LIST_PAGES):
             params = {"limit": "100"} | ({"after_id": after} if after else {})
             page = await self._call("GET", "/v1/messages/batches", params=params)
@@ -282,18 +285,26 @@ class AnthropicClient:
                 if since is not None and created is not None and created < since - _CLOCK_SKEW:
                     continue
                 counts = batch.get("request_counts") or {}
-                if sum(int(v or 0) for v in counts.values()) == job.n_pairs:
-                    candidates.append(batch)
+                if sum(int(v or 0) for v in counts.values()) != job.n_pairs:
+                    continue
+                url = batch.get("results_url")
+                if batch.get("processing_status") == "ended" and url:
+                    line = await self.transport.first_line(
+                        self.provider.value, url, headers=self._headers(), retry=self.retry
+                    )
+                    if f'"custom_id":"{prefix.decode()}'.encode() in line.replace(b" ", b""):
+                        return str(batch["id"])
+                else:
+                    unconfirmed.append(str(batch["id"]))
             if not page.get("has_more") or not data:
                 break
             after = str(page.get("last_id") or data[-1]["id"])
-        if len(candidates) == 1:
-            return str(candidates[0]["id"])
-        if len(candidates) > 1:
-            log.warning(
-                "segment %d: %d Anthropic batches could be ours; not adopting any",
-                job.segment_index,
-                len(candidates),
+        if len(unconfirmed) == 1:
+            return unconfirmed[0]
+        if unconfirmed:
+            raise UnresolvedBatchError(
+                f"segment {job.segment_index}: {len(unconfirmed)} running Anthropic batches "
+                "could be this segment's; waiting for them to end to tell which"
             )
         return None
 
@@ -316,7 +327,12 @@ def _status(batch_id: str, batch: dict[str, Any]) -> BatchStatus:
     if raw == "ended":
         # "ended" covers finished, cancelled and expired batches alike; per-request
         # outcomes are in the results, which are salvaged in every case.
-        state = BatchState.CANCELLED if batch.get("cancel_initiated_at") else BatchState.SUCCEEDED
+        if batch.get("cancel_initiated_at"):
+            state = BatchState.CANCELLED
+        elif int(counts.get("expired") or 0) > 0:
+            state = BatchState.EXPIRED  # ran out of time: finished requests are salvaged
+        else:
+            state = BatchState.SUCCEEDED
     elif raw in ("errored", "canceled", "expired"):
         # The reference treats these as terminal; the API never sends them here.
         state = {"errored": BatchState.FAILED, "canceled": BatchState.CANCELLED}.get(
