@@ -156,12 +156,39 @@ async def _submit(args: argparse.Namespace) -> int:
 async def _resume(args: argparse.Namespace, **extra: Any) -> tuple[int, Any]:
     from pairbatch.progress import ProgressDisplay
     from pairbatch.registry import read_registry
-    from pairbatch.resume import resume_multi_batches
     from pairbatch.summary import summarize
+    from pairbatch.transport import Transport
 
     total = len(read_registry(args.output_dir))
-    display = ProgressDisplay(sys.stderr, total_jobs=total) if args.progress else None
-    result = await resume_multi_batches(
+    rates = _key_values(args.rate_limit, "--rate-limit", number=True)
+    if args.per_job_delay is not None:
+        rates = {p: 1.0 / args.per_job_delay for p in ("openai", "anthropic", "gemini")}
+    transport = Transport(
+        max_concurrency=args.max_concurrency,
+        rate_limits=rates or None,
+        bursts={p: 1.0 for p in rates} if args.per_job_delay is not None else None,
+    )
+    display = (
+        ProgressDisplay(sys.stderr, total_jobs=total, counters=transport.counters)
+        if args.progress
+        else None
+    )
+    async with transport:
+        result = await _run_resume(args, transport, display, **extra)
+    if display is not None:
+        display.close()
+    with pl.Config(tbl_rows=50, tbl_cols=12, tbl_hide_dataframe_shape=True):
+        print(summarize(result.combined, result.failed_attempts))
+    if result.combined_csv_path is not None:
+        print(f"combined results: {result.combined_csv_path}")
+    ok = result.all_done and all(j.status is JobStatus.SUCCEEDED for j in result.jobs)
+    return (EXIT_OK if ok else EXIT_FAILURES), result
+
+
+async def _run_resume(args: argparse.Namespace, transport: Any, display: Any, **extra: Any) -> Any:
+    from pairbatch.resume import resume_multi_batches
+
+    return await resume_multi_batches(
         None,
         args.output_dir,
         interval_seconds=args.interval_seconds,
@@ -176,19 +203,11 @@ async def _resume(args: argparse.Namespace, **extra: Any) -> tuple[int, Any]:
         combined_csv_path=args.combined_csv_path,
         openai_max_retries=args.openai_max_retries,
         max_concurrency=args.max_concurrency,
-        rate_limits=_key_values(args.rate_limit, "--rate-limit", number=True),
         timeout=args.timeout,
         on_event=display,
+        transport=transport,
         **extra,
     )
-    if display is not None:
-        display.close()
-    with pl.Config(tbl_rows=50, tbl_cols=12, tbl_hide_dataframe_shape=True):
-        print(summarize(result.combined, result.failed_attempts))
-    if result.combined_csv_path is not None:
-        print(f"combined results: {result.combined_csv_path}")
-    ok = result.all_done and all(j.status is JobStatus.SUCCEEDED for j in result.jobs)
-    return (EXIT_OK if ok else EXIT_FAILURES), result
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -60,19 +60,27 @@ def text_or_none(value: object) -> str | None:
     return value if isinstance(value, str) and value != "" else None
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def int_or_none(value: object) -> int | None:
+    """An integer that fits the frame's Int64 columns, else null (so no line can fail
+    the whole frame): bools, fractions and out-of-range numbers are null."""
+    if type(value) is int:  # the common case, first (``bool`` is not ``int`` here)
+        return value if _INT64_MIN <= value <= _INT64_MAX else None
+    number: int | None = None
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str):
         try:
-            return int(value)
+            number = int(value)
         except ValueError:
             return None
-    return None
+    return number if number is not None and _INT64_MIN <= number <= _INT64_MAX else None
 
 
 def dig(value: object, *path: str) -> Any:

@@ -593,7 +593,8 @@ async def resume_multi_batches(
     Same arguments and semantics as the reference ``llm_resume_multi_batches()``, with
     the per-job sleep replaced by concurrency under per-provider rate limits
     (``per_job_delay``, when given, sets every provider to one request per that many
-    seconds). Jobs completed in earlier runs are included in ``combined``.
+    seconds). Jobs completed in earlier runs are included in ``combined``. A ``transport``
+    passed in is shared as it is: its own rate limits apply, not ``rate_limits``.
     """
     job_list, out_dir = load_jobs(jobs, output_dir)
     outcomes: dict[int, JobOutcome] = {}

@@ -162,7 +162,7 @@ class Transport:
             rate = self._rates.get(key, self._default_rate)
             # A small default burst: a run's first wave of polls should not arrive at
             # once, which is what trips servers' own buckets.
-            burst = self._bursts.get(key, max(1.0, min(rate, 2.0)))
+            burst = self._bursts.get(key, 1.0)
             self._limiters[key] = TokenBucket(rate, burst, clock=self._clock)
         return self._limiters[key]
 

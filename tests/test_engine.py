@@ -400,3 +400,38 @@ def test_sync_wrappers_work_inside_and_outside_a_loop(tmp_path: Path) -> None:
 
         result = asyncio.run(inside_a_running_loop())
     assert result.all_done and result.combined is not None
+
+
+async def test_key_from_environment_never_reaches_logs_or_disk(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "sk-env-secret-4f9a1c"
+    caplog.set_level(logging.DEBUG)
+    faults = {"openai": FaultConfig(server_error_rate=0.3, rate_limit=40, request_error_rate=0.2)}
+    async with ProviderEmulator(latency=0.1, faults=faults, api_key=secret) as emu:
+        monkeypatch.setenv("OPENAI_API_KEY", secret)
+        monkeypatch.setenv("OPENAI_BASE_URL", emu.base_url("openai"))
+        await pairbatch.submit_pairs_multi_batch(
+            study_pairs(10),
+            model="gpt-4.1-mini",
+            trait_name="T",
+            trait_description="D",
+            backend="openai",
+            n_segments=2,
+            output_dir=tmp_path,
+            write_registry=True,
+            verbose=True,
+        )
+        result = await pairbatch.resume_multi_batches(
+            output_dir=tmp_path,
+            interval_seconds=0.05,
+            verbose=True,
+            max_tries=8,
+            openai_max_retries=8,
+        )
+    assert result.all_done
+    records = [r.getMessage() + (r.exc_text or "") for r in caplog.records]
+    assert records and not [r for r in records if secret in r]
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path

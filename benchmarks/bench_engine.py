@@ -1,0 +1,144 @@
+"""Draining 1,000 finished jobs over 3 providers, each rate-limited to 50 req/s by the server.
+
+Run by hand:  .venv/bin/python benchmarks/bench_engine.py [--jobs 1000] [--rate 50]
+
+Every job's batch has already ended, so each needs one status poll plus its downloads
+(OpenAI: output file; Anthropic: results; Gemini inline: none). The providers' limits are
+independent, so the ideal drain time is the largest ``requests_needed / rate`` over
+providers. Printed, all measured in this run:
+  * pairbatch's ``resume_multi_batches`` drain time as a ratio to that ideal;
+  * a sequential loop in the reference's style (one job at a time, sleeping
+    ``1/rate`` between jobs so it also respects the limit), as a ratio to pairbatch;
+  * how many 429s each provider answered (target: none after the first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+import pairbatch
+from pairbatch.providers import get_backend
+from pairbatch.registry import read_registry
+from pairbatch.session import Session
+from pairbatch.testing import FaultConfig, ProviderEmulator
+
+MODELS = {"openai": "gpt-4.1-mini", "anthropic": "claude-sonnet-4-5", "gemini": "gemini-2.5-flash"}
+DOWNLOADS = {"openai": 1, "anthropic": 1, "gemini": 0}
+
+
+def pairs_for(n_segments: int, per_segment: int) -> pl.DataFrame:
+    n = n_segments * per_segment
+    return pl.DataFrame(
+        {
+            "ID1": [f"a{i}" for i in range(n)],
+            "text1": ["short" if i % 2 else "a longer text" for i in range(n)],
+            "ID2": [f"b{i}" for i in range(n)],
+            "text2": ["medium text" for _ in range(n)],
+        }
+    )
+
+
+async def submit_all(emu: ProviderEmulator, root: Path, per_provider: int) -> None:
+    for provider, model in MODELS.items():
+        await pairbatch.submit_pairs_multi_batch(
+            pairs_for(per_provider, 2),
+            model=model,
+            trait_name="T",
+            trait_description="D",
+            backend=provider,
+            batch_size=2,
+            output_dir=root / provider,
+            write_registry=True,
+            api_key="k",
+            base_url=emu.base_url(provider),
+            max_concurrency=64,
+            rate_limits={provider: 45.0},
+        )
+
+
+async def drain_pairbatch(emu: ProviderEmulator, root: Path, rate: float) -> float:
+    creds = {
+        "api_keys": {p: "k" for p in MODELS},
+        "base_urls": {p: emu.base_url(p) for p in MODELS},
+    }
+    start = time.perf_counter()
+    results = await asyncio.gather(
+        *(
+            pairbatch.resume_multi_batches(
+                output_dir=root / p,
+                interval_seconds=5,
+                rate_limits={q: rate for q in MODELS},
+                max_concurrency=64,
+                **creds,  # type: ignore[arg-type]
+            )
+            for p in MODELS
+        )
+    )
+    elapsed = time.perf_counter() - start
+    assert all(r.all_done for r in results)
+    return elapsed
+
+
+async def drain_sequential(emu: ProviderEmulator, root: Path, rate: float) -> float:
+    """The reference's loop: each job in turn, a fixed sleep after each one."""
+    session = Session(
+        api_keys={p: "k" for p in MODELS},
+        base_urls={p: emu.base_url(p) for p in MODELS},
+        rate_limits={p: 10_000.0 for p in MODELS},
+    )
+    jobs = [job for p in MODELS for job in read_registry(root / p)]
+    start = time.perf_counter()
+    async with session:
+        for job in jobs:
+            assert job.batch_id is not None
+            client = session.client(job.provider)
+            status = await client.status(job.batch_id)
+            downloaded = await client.download(job, status)
+            backend = get_backend(job.provider)
+            backend.parse_results(downloaded.output_path, error_path=downloaded.error_path)
+            await asyncio.sleep(1.0 / rate)
+    return time.perf_counter() - start
+
+
+async def main(n_jobs: int, rate: float) -> None:
+    per_provider = n_jobs // len(MODELS)
+    faults = {p: FaultConfig(rate_limit=rate, burst=5) for p in MODELS}
+    with tempfile.TemporaryDirectory() as tmp:
+        async with ProviderEmulator(latency=0.2, faults=faults, seed=1) as emu:
+            for name in ("pairbatch", "sequential"):
+                await submit_all(emu, Path(tmp) / name, per_provider)
+            await asyncio.sleep(1.0)  # every batch has ended
+            emu.stats.reset()
+            ours = await drain_pairbatch(emu, Path(tmp) / "pairbatch", rate)
+            limited = {p: emu.stats.rate_limited[p] for p in MODELS}
+            requests = {p: emu.stats.count(p) for p in MODELS}
+            emu.stats.reset()
+            sequential = await drain_sequential(emu, Path(tmp) / "sequential", rate)
+    needed = {p: per_provider * (1 + DOWNLOADS[p]) for p in MODELS}
+    ideal = max(needed[p] / rate for p in MODELS)
+    print(f"{per_provider * len(MODELS)} jobs, server limit {rate:g} req/s per provider")
+    print(f"  ideal drain (max requests/rate):   {ideal:7.2f} s")
+    print(f"  pairbatch resume_multi_batches:    {ours:7.2f} s  = {ours / ideal:.2f}x ideal")
+    print(
+        f"  sequential reference-style loop:   {sequential:7.2f} s  = "
+        f"{sequential / ours:.1f}x slower than pairbatch"
+    )
+    for p in MODELS:
+        print(
+            f"  {p:9s}: {requests[p]:5d} requests (needed {needed[p]}), "
+            f"{limited[p]} answered 429"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=50.0)
+    args = parser.parse_args()
+    asyncio.run(main(args.jobs, args.rate))
