@@ -1,28 +1,53 @@
-"""An async token bucket: fair, cancellation-safe, pausable by the server's Retry-After."""
+"""An async token bucket: fair, cancellation-safe, pausable by the server's Retry-After.
+
+Also the parsers for the providers' rate-limit headers, so a bucket can stop before the
+server starts answering 429.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from types import TracebackType
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+# Float refills can land a hair short of a whole token; that hair is not worth a sleep.
+_EPSILON = 1e-9
 
 
 class TokenBucket:
-    """Grant at most ``burst + rate * t`` acquisitions over any window of ``t`` seconds.
+    """Grant at most ``burst + rate * t`` tokens over any window of ``t`` seconds.
 
-    Waiters are served strictly first come, first served; a cancelled waiter leaves no
-    debt and does not hold up those behind it. No background task: the head waiter
-    sleeps until its token is due, everyone else waits on a future.
+    Waiters are served strictly first come, first served: a later request, however
+    small, never overtakes an earlier one. A cancelled waiter leaves no debt (tokens are
+    taken only at the moment of the grant) and does not hold up those behind it. There
+    is no background task: the head of the queue sleeps until its tokens are due and
+    everyone behind it waits on a future the head resolves when it leaves.
+
+    ``pause``/``pause_until`` stop all grants until a deadline (a server's Retry-After);
+    pauses only ever extend. ``penalize`` halves the rate after a 429 (once per
+    congestion event) and successful grants win it back additively, never above the
+    configured rate, so the ``burst + rate * t`` bound holds for the configured rate.
     """
+
+    # After a penalty the rate climbs back by this fraction of the configured rate per
+    # grant, up to 90% of the rate that was refused; after ``recovery_seconds`` without
+    # a penalty the ceiling returns to the configured rate (limits are often lifted).
+    recovery_step = 0.02
+    recovery_seconds = 60.0
+    # A header saying "0 left, resets in 23h" (a daily quota) would otherwise freeze the
+    # provider for a day; past this cap the next request gets the server's own 429, and
+    # the retry policy decides what to do with it.
+    max_header_pause = 60.0
 
     def __init__(
         self,
@@ -32,88 +57,143 @@ class TokenBucket:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        if rate <= 0:
-            raise ValueError(f"rate must be positive, got {rate!r}")
-        if burst < 1:
+        if not (rate > 0 and math.isfinite(rate)):
+            raise ValueError(f"rate must be a positive number, got {rate!r}")
+        if not (burst >= 1 and math.isfinite(burst)):
             raise ValueError(f"burst must be at least 1, got {burst!r}")
-        self.rate = float(rate)
         self.base_rate = float(rate)
+        self.rate = float(rate)
         self.ceiling = float(rate)
         self.burst = float(burst)
         self._clock = clock
         self._sleep = sleep
+        # ``_tokens`` is the level at time ``_updated``, which a pause may set in the future.
         self._tokens = float(burst)
         self._updated = clock()
-        self._paused_until = 0.0
+        self._paused_until = -math.inf
+        self._last_penalty = -math.inf
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.granted = 0
 
     def __repr__(self) -> str:
-        return f"TokenBucket(rate={self.rate}, burst={self.burst})"
+        return (
+            f"TokenBucket(rate={self.rate:g}, burst={self.burst:g}, "
+            f"waiting={len(self._waiters)})"
+        )
 
-    def _refill(self) -> None:
-        now = self._clock()
-        start = max(self._updated, self._paused_until) if now > self._paused_until else now
-        if now > start:
-            self._tokens = min(self.burst, self._tokens + (now - start) * self.rate)
-        self._updated = now
+    # ------------------------------------------------------------ state
+
+    def _refill(self, now: float) -> None:
+        if now > self._updated:
+            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+            self._updated = now
 
     def _delay(self, tokens: float) -> float:
-        """Seconds until ``tokens`` are available (0 when they are now)."""
-        self._refill()
+        """Seconds until ``tokens`` can be granted (0 when they can be now)."""
         now = self._clock()
-        if now < self._paused_until:
-            # After a pause the bucket restarts empty: the server just said "slow down".
-            return self._paused_until - now + tokens / self.rate
-        # Float refills can land a hair short of a whole token; that is a whole token.
-        if self._tokens >= tokens - 1e-9:
-            return 0.0
-        return (tokens - self._tokens) / self.rate
+        self._refill(now)
+        start = max(now, self._updated)
+        missing = tokens - self._tokens
+        if missing <= _EPSILON:
+            return max(start - now, 0.0)
+        return start - now + missing / self.rate
 
-    def pause(self, seconds: float) -> None:
-        self.pause_until(self._clock() + seconds)
-
-    def pause_until(self, deadline: float) -> None:
-        """Grant nothing before ``deadline`` (clock seconds); pauses only ever extend."""
-        if deadline > self._paused_until:
-            self._paused_until = deadline
-            self._tokens = 0.0
-            self._updated = deadline
+    def _take(self, tokens: float) -> None:
+        self._tokens = max(self._tokens - tokens, 0.0)
+        self.granted += 1
+        self._recover()
 
     @property
     def paused_until(self) -> float:
+        """The clock time before which nothing is granted (``-inf`` if never paused)."""
         return self._paused_until
 
-    def penalize(self) -> None:
-        """A 429 said this rate is too fast: halve it, and never come back above 90%
-        of the rate that was refused (additive recovery up to that ceiling)."""
-        self.ceiling = max(self.rate * 0.9, self.base_rate / 16)
-        self.rate = max(self.rate / 2, self.base_rate / 16)
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    # ------------------------------------------------------------ server signals
+
+    def pause(self, seconds: float) -> None:
+        """Grant nothing for ``seconds`` from now (see :meth:`pause_until`)."""
+        self.pause_until(self._clock() + seconds)
+
+    def pause_until(self, deadline: float) -> None:
+        """Grant nothing before ``deadline`` (clock seconds). Pauses only ever extend.
+
+        At the deadline the bucket holds at most one token: one request probes the
+        server, the rest follow at the bucket's rate instead of all at once.
+        """
+        if not deadline > self._paused_until:  # also rejects NaN
+            return
+        now = self._clock()
+        if deadline <= now:
+            return
+        self._refill(now)
+        natural = min(self.burst, self._tokens + (deadline - self._updated) * self.rate)
+        self._tokens = min(natural, 1.0)
+        self._updated = deadline
+        self._paused_until = deadline
+        # The head waiter may be asleep on a shorter delay; it re-checks when it wakes.
+
+    def penalize(self, sent_at: float | None = None) -> bool:
+        """A 429 said this rate is too fast: halve it. Returns whether it was halved.
+
+        ``sent_at`` is the clock time the refused request was granted; requests granted
+        before the last penalty belong to the same congestion event and halve nothing
+        again, so a burst of 429s from requests already in flight counts once.
+        """
+        now = self._clock()
+        if sent_at is not None and sent_at < self._last_penalty:
+            return False
+        self._last_penalty = now
+        floor = self.base_rate / 16
+        self.ceiling = max(self.rate * 0.9, floor)
+        self.rate = max(self.rate / 2, floor)
+        return True
 
     def _recover(self) -> None:
+        if self.ceiling < self.base_rate and (
+            self._clock() - self._last_penalty >= self.recovery_seconds
+        ):
+            self.ceiling = self.base_rate
         if self.rate < self.ceiling:
-            self.rate = min(self.ceiling, self.rate + self.base_rate * 0.02)
+            self.rate = min(self.ceiling, self.rate + self.base_rate * self.recovery_step)
 
     def observe_remaining(self, remaining: int | None, reset_seconds: float | None) -> None:
-        """Slow down before a 429: the server says no requests are left until reset."""
-        if remaining is not None and remaining <= 0 and reset_seconds and reset_seconds > 0:
-            self.pause(reset_seconds)
+        """Stop before the 429: the server says nothing is left until ``reset_seconds``."""
+        if (
+            remaining is not None
+            and remaining <= 0
+            and reset_seconds is not None
+            and 0 < reset_seconds < math.inf
+        ):
+            self.pause(min(reset_seconds, self.max_header_pause))
+
+    def observe_headers(self, headers: Mapping[str, str]) -> None:
+        """:meth:`observe_remaining` from a response's headers (lower-cased keys)."""
+        hint = rate_limit_hint(headers)
+        if hint is not None:
+            self.observe_remaining(*hint)
+
+    # ------------------------------------------------------------ acquiring
 
     async def acquire(self, tokens: float = 1.0) -> None:
-        if tokens > self.burst:
-            raise ValueError(f"cannot acquire {tokens} tokens from a bucket of {self.burst}")
+        """Wait for ``tokens`` (at most ``burst``), in arrival order."""
+        if not (0 < tokens <= self.burst):
+            raise ValueError(f"cannot acquire {tokens!r} tokens from a bucket of {self.burst:g}")
         if not self._waiters and self._delay(tokens) == 0:
-            self._tokens = max(self._tokens - tokens, 0.0)
-            self._recover()
+            self._take(tokens)
             return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(turn)
         try:
             if self._waiters[0] is not turn:
-                await turn  # resolved when every earlier waiter has been served
+                await turn  # resolved when every earlier waiter has been served or left
+            # Re-checked after each sleep: a pause or a penalty may have moved the time.
             while (delay := self._delay(tokens)) > 0:
                 await self._sleep(delay)
-            self._tokens = max(self._tokens - tokens, 0.0)
-            self._recover()
+            self._take(tokens)
         finally:
             was_head = self._waiters[0] is turn
             self._waiters.remove(turn)
@@ -133,27 +213,32 @@ class TokenBucket:
         return None
 
 
+# ---------------------------------------------------------------- header parsing
+
+
 def parse_duration(text: str) -> float | None:
-    """OpenAI's reset durations: ``1s``, ``6m0s``, ``20ms``, ``1h2m3.5s``."""
+    """OpenAI's reset durations (Go ``time.Duration`` strings): ``1s``, ``6m0s``, ``20ms``,
+    ``1h2m3.5s``; a bare number is seconds. ``None`` for anything else."""
     text = text.strip()
     if not text:
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         pass
+    else:
+        return value if math.isfinite(value) and value >= 0 else None
     total, position = 0.0, 0
     for match in _DURATION_PART.finditer(text):
         if match.start() != position:
             return None
-        value, unit = float(match.group(1)), match.group(2)
-        total += value * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         position = match.end()
-    return total if position == len(text) and position else None
+    return total if position == len(text) else None
 
 
 def seconds_until(timestamp: str, now: datetime | None = None) -> float | None:
-    """Anthropic's RFC 3339 reset times, as seconds from ``now``."""
+    """Anthropic's RFC 3339 reset times, as seconds from ``now`` (never negative)."""
     try:
         when = datetime.fromisoformat(timestamp.strip().replace("Z", "+00:00"))
     except ValueError:
@@ -162,3 +247,28 @@ def seconds_until(timestamp: str, now: datetime | None = None) -> float | None:
         return None
     current = now or datetime.now(when.tzinfo)
     return max((when - current).total_seconds(), 0.0)
+
+
+def rate_limit_hint(
+    headers: Mapping[str, str], now: datetime | None = None
+) -> tuple[int, float | None] | None:
+    """``(remaining requests, seconds until reset)`` from OpenAI's ``x-ratelimit-*`` or
+    Anthropic's ``anthropic-ratelimit-requests-*`` headers (keys lower-cased), else None."""
+    for remaining_key, reset_key, parse in (
+        ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests", parse_duration),
+        (
+            "anthropic-ratelimit-requests-remaining",
+            "anthropic-ratelimit-requests-reset",
+            lambda text: seconds_until(text, now),
+        ),
+    ):
+        raw = headers.get(remaining_key)
+        if raw is None:
+            continue
+        try:
+            remaining = int(float(raw))
+        except (ValueError, OverflowError):
+            continue
+        reset = headers.get(reset_key)
+        return remaining, (parse(reset) if reset else None)
+    return None

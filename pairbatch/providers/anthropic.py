@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import attrs
-import polars as pl
 
-from pairbatch.errors import InputError, ProviderError, UnresolvedBatchError
+from pairbatch.errors import InputError, UnresolvedBatchError
 from pairbatch.models import BatchState, BatchStatus, Job, Provider, RequestCounts
 from pairbatch.providers.base import (
+    BackendBase,
     Downloaded,
+    JsonApiClient,
     Options,
     check_bool,
     check_int,
@@ -25,10 +25,8 @@ from pairbatch.providers.base import (
 )
 from pairbatch.results import (
     Row,
-    as_path,
     dig,
     int_or_none,
-    parse_jsonl,
     text_or_none,
 )
 from pairbatch.retry import RetryPolicy
@@ -49,7 +47,7 @@ MIN_THINKING_BUDGET = 1024
 log = logging.getLogger("pairbatch.providers.anthropic")
 
 
-class AnthropicBackend:
+class AnthropicBackend(BackendBase):
     provider = Provider.ANTHROPIC
 
     def prepare_options(self, model: str, options: Options) -> dict[str, Any]:
@@ -115,29 +113,13 @@ class AnthropicBackend:
             }
         return {"custom_id": custom_id, "params": params}
 
-    def parse_results(
-        self,
-        output_path: str | os.PathLike[str] | None,
-        *,
-        error_path: str | os.PathLike[str] | None = None,
-        tag_prefix: str = "<BETTER_SAMPLE>",
-        tag_suffix: str = "</BETTER_SAMPLE>",
-    ) -> pl.DataFrame:
-        """The typed result frame of a results file (and error file, if any)."""
-        return parse_jsonl(
-            [as_path(output_path), as_path(error_path)],
-            parse_line,
-            tag_prefix=tag_prefix,
-            tag_suffix=tag_suffix,
-        )
+    def parse_line(self, obj: dict[str, Any]) -> Row:
+        return parse_line(obj)
 
     def client(
         self, transport: Transport, *, api_key: str, base_url: str, retry: RetryPolicy
     ) -> AnthropicClient:
         return AnthropicClient(transport, base_url, retry, api_key=api_key)
-
-
-BACKEND = AnthropicBackend()
 
 
 # ---------------------------------------------------------------- results parsing
@@ -209,18 +191,11 @@ def _requests_body(path: Path) -> bytes:
 
 
 @attrs.define(repr=False)
-class AnthropicClient:
+class AnthropicClient(JsonApiClient):
     """Anthropic Message Batches over the shared transport."""
 
-    transport: Transport
-    base_url: str
-    retry: RetryPolicy
-    _api_key: str = attrs.field(alias="api_key")
     version: str = "2023-06-01"
     provider: Provider = Provider.ANTHROPIC
-
-    def __repr__(self) -> str:
-        return f"AnthropicClient(base_url={self.base_url!r})"
 
     def _headers(self) -> dict[str, str]:
         return {
@@ -228,23 +203,6 @@ class AnthropicClient:
             "anthropic-version": self.version,
             "content-type": "application/json",
         }
-
-    async def _call(
-        self, method: str, path: str, *, idempotent: bool = True, **kwargs: Any
-    ) -> dict[str, Any]:
-        response = await self.transport.request(
-            self.provider.value,
-            method,
-            f"{self.base_url}{path}",
-            headers=self._headers(),
-            retry=self.retry,
-            idempotent=idempotent,
-            **kwargs,
-        )
-        body = response.json()
-        if not isinstance(body, dict):
-            raise ProviderError(self.provider.value, response.status, "unexpected response body")
-        return body
 
     async def submit(self, job: Job, requests_path: Path, options: Options) -> str:
         body = await asyncio.to_thread(_requests_body, requests_path)
@@ -354,3 +312,6 @@ def _status(batch_id: str, batch: dict[str, Any]) -> BatchStatus:
         ended_at=_parse_time(batch.get("ended_at")),
         output_ref=batch.get("results_url") or None,
     )
+
+
+BACKEND = AnthropicBackend()

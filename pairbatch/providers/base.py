@@ -18,12 +18,13 @@ import orjson
 import polars as pl
 
 from pairbatch._fs import atomic_writer
-from pairbatch.errors import InputError
+from pairbatch.errors import InputError, ProviderError
 from pairbatch.models import BatchStatus, Job, Provider
 from pairbatch.prompts import build_prompt
+from pairbatch.results import DEFAULT_TAG_PREFIX, DEFAULT_TAG_SUFFIX, Row, as_path, parse_jsonl
+from pairbatch.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from pairbatch.retry import RetryPolicy
     from pairbatch.transport import Transport
 
 Options = Mapping[str, Any]
@@ -166,3 +167,66 @@ class BatchClient(Protocol):
     async def find_batch(self, job: Job) -> str | None:
         """The id of a batch this job already created (matched by run tag and segment)."""
         ...
+
+
+class BackendBase:
+    """What the three backends share: parsing a results file line by line."""
+
+    provider: Provider
+
+    def parse_line(self, obj: dict[str, Any]) -> Row:
+        """One decoded results line as a row of the result frame."""
+        raise NotImplementedError
+
+    def parse_results(
+        self,
+        output_path: str | os.PathLike[str] | None,
+        *,
+        error_path: str | os.PathLike[str] | None = None,
+        tag_prefix: str = DEFAULT_TAG_PREFIX,
+        tag_suffix: str = DEFAULT_TAG_SUFFIX,
+    ) -> pl.DataFrame:
+        """The typed result frame of a results file (and error file, if any)."""
+        return parse_jsonl(
+            [as_path(output_path), as_path(error_path)],
+            self.parse_line,
+            tag_prefix=tag_prefix,
+            tag_suffix=tag_suffix,
+        )
+
+
+@attrs.define(repr=False)
+class JsonApiClient:
+    """A provider's JSON API over the shared transport; the key stays out of reprs."""
+
+    transport: Transport
+    base_url: str
+    retry: RetryPolicy
+    _api_key: str = attrs.field(alias="api_key")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    @property
+    def provider_name(self) -> str:
+        return str(getattr(self, "provider", "provider"))
+
+    def _headers(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    async def _call(
+        self, method: str, path: str, *, idempotent: bool = True, **kwargs: Any
+    ) -> dict[str, Any]:
+        response = await self.transport.request(
+            self.provider_name,
+            method,
+            f"{self.base_url}{path}",
+            headers=self._headers(),
+            retry=self.retry,
+            idempotent=idempotent,
+            **kwargs,
+        )
+        body = response.json()
+        if not isinstance(body, dict):
+            raise ProviderError(self.provider_name, response.status, "unexpected response body")
+        return body

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import attrs
 import orjson
-import polars as pl
 
 from pairbatch._fs import atomic_writer
 from pairbatch.errors import InputError, ProviderError
 from pairbatch.models import BatchState, BatchStatus, Job, Provider, RequestCounts
 from pairbatch.providers.base import (
+    BackendBase,
     Downloaded,
+    JsonApiClient,
     Options,
     check_bool,
     check_int,
@@ -27,10 +27,8 @@ from pairbatch.providers.base import (
 )
 from pairbatch.results import (
     Row,
-    as_path,
     dig,
     int_or_none,
-    parse_jsonl,
     text_or_none,
 )
 from pairbatch.retry import RetryPolicy
@@ -55,7 +53,7 @@ _GEMINI_3 = re.compile(r"gemini-3", re.IGNORECASE)
 _FLASH = re.compile(r"gemini-3-.*flash", re.IGNORECASE)
 
 
-class GeminiBackend:
+class GeminiBackend(BackendBase):
     provider = Provider.GEMINI
 
     def prepare_options(self, model: str, options: Options) -> dict[str, Any]:
@@ -129,29 +127,13 @@ class GeminiBackend:
             request["generationConfig"] = config
         return {"key": custom_id, "request": request}
 
-    def parse_results(
-        self,
-        output_path: str | os.PathLike[str] | None,
-        *,
-        error_path: str | os.PathLike[str] | None = None,
-        tag_prefix: str = "<BETTER_SAMPLE>",
-        tag_suffix: str = "</BETTER_SAMPLE>",
-    ) -> pl.DataFrame:
-        """The typed result frame of a results file (and error file, if any)."""
-        return parse_jsonl(
-            [as_path(output_path), as_path(error_path)],
-            parse_line,
-            tag_prefix=tag_prefix,
-            tag_suffix=tag_suffix,
-        )
+    def parse_line(self, obj: dict[str, Any]) -> Row:
+        return parse_line(obj)
 
     def client(
         self, transport: Transport, *, api_key: str, base_url: str, retry: RetryPolicy
     ) -> GeminiClient:
         return GeminiClient(transport, base_url, retry, api_key=api_key)
-
-
-BACKEND = GeminiBackend()
 
 
 # ---------------------------------------------------------------- results parsing
@@ -264,40 +246,16 @@ def _inline_responses(batch: dict[str, Any]) -> list[Any] | None:
 
 
 @attrs.define(repr=False)
-class GeminiClient:
+class GeminiClient(JsonApiClient):
     """Gemini batch mode over the shared transport."""
 
-    transport: Transport
-    base_url: str
-    retry: RetryPolicy
-    _api_key: str = attrs.field(alias="api_key")
     provider: Provider = Provider.GEMINI
     # Inline results arrive in the final status body; keeping it saves fetching the
     # whole payload a second time to download it.
     _finished: dict[str, dict[str, Any]] = attrs.field(factory=dict)
 
-    def __repr__(self) -> str:
-        return f"GeminiClient(base_url={self.base_url!r})"
-
     def _headers(self) -> dict[str, str]:
         return {"x-goog-api-key": self._api_key, "content-type": "application/json"}
-
-    async def _call(
-        self, method: str, path: str, *, idempotent: bool = True, **kwargs: Any
-    ) -> dict[str, Any]:
-        response = await self.transport.request(
-            self.provider.value,
-            method,
-            f"{self.base_url}{path}",
-            headers=self._headers(),
-            retry=self.retry,
-            idempotent=idempotent,
-            **kwargs,
-        )
-        body = response.json()
-        if not isinstance(body, dict):
-            raise ProviderError(self.provider.value, response.status, "unexpected response body")
-        return body
 
     async def submit(self, job: Job, requests_path: Path, options: Options) -> str:
         name = display_name(job)
@@ -428,3 +386,6 @@ def _int(value: object) -> int | None:
         return int(value)  # type: ignore[call-overload, no-any-return]
     except (TypeError, ValueError):
         return None
+
+
+BACKEND = GeminiBackend()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,12 +9,13 @@ from typing import Any
 
 import aiohttp
 import attrs
-import polars as pl
 
-from pairbatch.errors import InputError, ProviderError
+from pairbatch.errors import InputError
 from pairbatch.models import BatchState, BatchStatus, Job, Provider, RequestCounts
 from pairbatch.providers.base import (
+    BackendBase,
     Downloaded,
+    JsonApiClient,
     Options,
     check_bool,
     check_int,
@@ -24,10 +24,8 @@ from pairbatch.providers.base import (
 )
 from pairbatch.results import (
     Row,
-    as_path,
     dig,
     int_or_none,
-    parse_jsonl,
     text_or_none,
 )
 from pairbatch.retry import RetryPolicy
@@ -52,7 +50,7 @@ _OPTIONS = frozenset(
 _REASONING_MODEL = re.compile(r"^(gpt-5|o\d)", re.IGNORECASE)
 
 
-class OpenAIBackend:
+class OpenAIBackend(BackendBase):
     provider = Provider.OPENAI
 
     def prepare_options(self, model: str, options: Options) -> dict[str, Any]:
@@ -134,29 +132,13 @@ class OpenAIBackend:
                 body[name] = options[name]
         return {"custom_id": custom_id, "method": "POST", "url": ENDPOINTS[endpoint], "body": body}
 
-    def parse_results(
-        self,
-        output_path: str | os.PathLike[str] | None,
-        *,
-        error_path: str | os.PathLike[str] | None = None,
-        tag_prefix: str = "<BETTER_SAMPLE>",
-        tag_suffix: str = "</BETTER_SAMPLE>",
-    ) -> pl.DataFrame:
-        """The typed result frame of a results file (and error file, if any)."""
-        return parse_jsonl(
-            [as_path(output_path), as_path(error_path)],
-            parse_line,
-            tag_prefix=tag_prefix,
-            tag_suffix=tag_suffix,
-        )
+    def parse_line(self, obj: dict[str, Any]) -> Row:
+        return parse_line(obj)
 
     def client(
         self, transport: Transport, *, api_key: str, base_url: str, retry: RetryPolicy
     ) -> OpenAIClient:
         return OpenAIClient(transport, base_url, retry, api_key=api_key)
-
-
-BACKEND = OpenAIBackend()
 
 
 # ---------------------------------------------------------------- results parsing
@@ -264,37 +246,13 @@ _LIST_PAGES = 10
 
 
 @attrs.define(repr=False)
-class OpenAIClient:
+class OpenAIClient(JsonApiClient):
     """OpenAI Batch API over the shared transport."""
 
-    transport: Transport
-    base_url: str
-    retry: RetryPolicy
-    _api_key: str = attrs.field(alias="api_key")
     provider: Provider = Provider.OPENAI
-
-    def __repr__(self) -> str:
-        return f"OpenAIClient(base_url={self.base_url!r})"
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}"}
-
-    async def _call(
-        self, method: str, path: str, *, idempotent: bool = True, **kwargs: Any
-    ) -> dict[str, Any]:
-        response = await self.transport.request(
-            self.provider.value,
-            method,
-            f"{self.base_url}{path}",
-            headers=self._headers(),
-            retry=self.retry,
-            idempotent=idempotent,
-            **kwargs,
-        )
-        body = response.json()
-        if not isinstance(body, dict):
-            raise ProviderError(self.provider.value, response.status, "unexpected response body")
-        return body
 
     async def submit(self, job: Job, requests_path: Path, options: Options) -> str:
         def form() -> aiohttp.FormData:
@@ -393,3 +351,6 @@ def _from_epoch(value: object) -> datetime | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return datetime.fromtimestamp(value, UTC)
     return None
+
+
+BACKEND = OpenAIBackend()
