@@ -1,0 +1,287 @@
+"""The ``pairbatch`` command as users run it: the console script in a subprocess, pointed
+at a provider emulator served from the test process (loopback only)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+import polars as pl
+import pytest
+
+from pairbatch import JobStatus, read_registry
+from pairbatch.testing import FaultConfig, ProviderEmulator, expected_winner
+
+_SCRIPT = Path(sys.executable).with_name("pairbatch")
+CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "pairbatch.cli"]
+SUBMIT_FLAGS = ["--backend", "openai", "--model", "gpt-4.1-mini", "--trait", "overall_quality"]
+# IDs that break naive CSV handling, key parsing or prompt filling.
+HOSTILE_IDS = [
+    "a,b",
+    'q"uote',
+    "ünï 日本",
+    "007",
+    "x_vs_y",
+    "{SAMPLE_2}",
+    "  padded  ",
+    "line\nbreak",
+    "semi;colon",
+    "#1",
+]
+_PROVIDER_ENV = ("_API_KEY", "_BASE_URL")
+
+
+@attrs.frozen
+class Ran:
+    rc: int
+    stdout: str
+    stderr: str
+
+
+async def run_cli(
+    *args: str | Path, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Ran:
+    """Run the console script; only loopback endpoints are ever in its environment."""
+    base = {k: v for k, v in os.environ.items() if not k.endswith(_PROVIDER_ENV)}
+    base.pop("GOOGLE_API_KEY", None)
+    proc = await asyncio.create_subprocess_exec(
+        *CLI,
+        *map(str, args),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=base | dict(env or {}),
+        cwd=cwd,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return Ran(proc.returncode, out.decode(), err.decode())
+
+
+def hostile_pairs(n: int = 12) -> pl.DataFrame:
+    rows = []
+    for i in range(n):
+        a, b = HOSTILE_IDS[i % len(HOSTILE_IDS)], HOSTILE_IDS[(i + 3) % len(HOSTILE_IDS)]
+        rows.append(
+            {
+                "ID1": a,
+                "text1": "word " * (i + 2) + a,
+                "ID2": b,
+                "text2": "text " * ((i * 7) % 13 + 1) + b,
+            }
+        )
+    return pl.DataFrame(rows)
+
+
+@pytest.fixture
+def pairs_csv(tmp_path: Path) -> tuple[Path, pl.DataFrame]:
+    pairs = hostile_pairs()
+    path = tmp_path / "pairs.csv"
+    pairs.write_csv(path)
+    return path, pairs
+
+
+def read_combined(path: Path) -> pl.DataFrame:
+    # Everything as text, so "007" stays "007"; the library writes nulls as NA.
+    return pl.read_csv(path, infer_schema=False)
+
+
+async def test_submit_status_resume_status(
+    tmp_path: Path, pairs_csv: tuple[Path, pl.DataFrame]
+) -> None:
+    path, pairs = pairs_csv
+    out = tmp_path / "run"
+    async with ProviderEmulator(latency=0.3) as emu:
+        env = emu.env()
+        ran = await run_cli(
+            "submit", path, *SUBMIT_FLAGS, "--n-segments", "2", "--output-dir", out, env=env
+        )
+        assert ran.rc == 0, ran.stderr
+        assert "registry:" in ran.stdout
+        jobs = read_registry(out)
+        assert [j.segment_index for j in jobs] == [1, 2]
+        assert all(j.batch_id and not j.done for j in jobs)
+        assert sum(j.n_pairs for j in jobs) == pairs.height
+
+        ran = await run_cli("status", out, env=env)
+        assert ran.rc == 1, ran.stderr
+        for job in jobs:
+            assert job.batch_id is not None
+            assert job.batch_id[:12] in ran.stdout
+        assert "segment" in ran.stdout and "status" in ran.stdout
+
+        ran = await run_cli(
+            "resume",
+            out,
+            "--interval-seconds",
+            "0.2",
+            "--write-combined-csv",
+            "--no-progress",
+            env=env,
+        )
+        assert ran.rc == 0, ran.stderr
+        assert "combined results:" in ran.stdout
+        combined_path = out / "combined_results.csv"
+        assert combined_path.exists()
+
+        ran = await run_cli("status", out, env=env)
+        assert ran.rc == 0, ran.stderr
+        assert "succeeded" in ran.stdout
+
+    combined = read_combined(combined_path)
+    assert combined.height == pairs.height
+    assert combined["custom_id"].n_unique() == pairs.height
+    # Every pair once, IDs back exactly as given (commas, quotes, newlines, "007").
+    given = sorted(zip(pairs["ID1"], pairs["ID2"], pairs["text1"], strict=True))
+    got = sorted(zip(combined["ID1"], combined["ID2"], combined["text1"], strict=True))
+    assert got == given
+    for t1, t2, pos, id1, id2, better in combined.select(
+        "text1", "text2", "winner_pos", "ID1", "ID2", "better_id"
+    ).iter_rows():
+        want = 1 if expected_winner(t1, t2) == "SAMPLE_1" else 2
+        assert int(pos) == want
+        assert better == (id1 if want == 1 else id2)
+    assert all(j.done and j.status is JobStatus.SUCCEEDED for j in read_registry(out))
+
+
+async def test_resume_exits_1_when_batches_fail(
+    tmp_path: Path, pairs_csv: tuple[Path, pl.DataFrame]
+) -> None:
+    path, pairs = pairs_csv
+    out = tmp_path / "run"
+    faults = {"openai": FaultConfig(batch_failed_rate=1.0)}
+    async with ProviderEmulator(latency=0.3, faults=faults) as emu:
+        env = emu.env()
+        ran = await run_cli(
+            "submit", path, *SUBMIT_FLAGS, "--batch-size", "5", "--output-dir", out, env=env
+        )
+        assert ran.rc == 0, ran.stderr
+        ran = await run_cli("resume", out, "--interval-seconds", "0.2", "--no-progress", env=env)
+        assert ran.rc == 1, ran.stdout + ran.stderr
+        ran = await run_cli("status", out, env=env)
+        assert ran.rc == 1
+        assert "failed" in ran.stdout
+    jobs = read_registry(out)
+    assert len(jobs) == 3
+    assert all(j.done and j.status is JobStatus.FAILED for j in jobs)
+    # The failed batches' pairs are all recorded as failed attempts, none lost.
+    failed = pl.concat([pl.read_parquet(j.failed_path) for j in jobs])
+    assert failed.filter(~pl.col("is_duplicate")).height == pairs.height
+
+
+def _write_bad_pairs(tmp_path: Path) -> Path:
+    path = tmp_path / "no_text2.csv"
+    hostile_pairs(4).drop("text2").write_csv(path)
+    return path
+
+
+_OUT = ["--output-dir", "{out}"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        pytest.param(
+            ["submit", "{pairs}", "--backend", "openai", "--n-segments", "2", *_OUT],
+            "--model",
+            id="missing-flag",
+        ),
+        pytest.param(
+            ["submit", "{pairs}", *SUBMIT_FLAGS, "--n-segments", "2", "--batch-size", "3", *_OUT],
+            "--batch-size",
+            id="both-sizes",
+        ),
+        pytest.param(
+            [
+                "submit",
+                "{pairs}",
+                *SUBMIT_FLAGS,
+                "--n-segments",
+                "2",
+                *_OUT,
+                "--option",
+                "bogus_knob=1",
+            ],
+            "bogus_knob",
+            id="unknown-option",
+        ),
+        pytest.param(
+            ["submit", "{bad}", *SUBMIT_FLAGS, "--n-segments", "2", *_OUT],
+            "text2",
+            id="missing-column",
+        ),
+        pytest.param(["resume", "{empty}", "--no-progress"], "registry", id="no-registry"),
+    ],
+)
+async def test_usage_errors_exit_2_with_one_line(
+    tmp_path: Path, pairs_csv: tuple[Path, pl.DataFrame], args: list[str], needle: str
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    names = {
+        "pairs": pairs_csv[0],
+        "bad": _write_bad_pairs(tmp_path),
+        "out": tmp_path / "out",
+        "empty": empty,
+    }
+    argv = [a.format(**names) for a in args]
+    # A key is present so that the failure is the one under test, not a missing key;
+    # the base URL is a closed loopback port, which no usage error may reach.
+    env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}
+    ran = await run_cli(*argv, env=env)
+    assert ran.rc == 2, (ran.stdout, ran.stderr)
+    lines = [line for line in ran.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, ran.stderr
+    assert "error" in lines[0] and needle in lines[0], lines[0]
+    assert "Traceback" not in ran.stderr
+    # Input errors are caught before anything is submitted or written.
+    assert not (tmp_path / "out" / "jobs_registry.csv").exists()
+
+
+async def test_cancel_then_resume_collects(
+    tmp_path: Path, pairs_csv: tuple[Path, pl.DataFrame]
+) -> None:
+    path, pairs = pairs_csv
+    out = tmp_path / "run"
+    async with ProviderEmulator(latency=8.0) as emu:
+        env = emu.env()
+        ran = await run_cli(
+            "submit", path, *SUBMIT_FLAGS, "--n-segments", "2", "--output-dir", out, env=env
+        )
+        assert ran.rc == 0, ran.stderr
+        ran = await run_cli("cancel", out, env=env)
+        assert ran.rc == 0, ran.stderr
+        assert "2 batch(es) cancelled" in ran.stdout
+        assert all(j.raw_status == "cancelling" and not j.done for j in read_registry(out))
+
+        ran = await run_cli("resume", out, "--interval-seconds", "0.2", "--no-progress", env=env)
+        # Cancelled batches are batch failures: done, but not succeeded.
+        assert ran.rc == 1, ran.stdout + ran.stderr
+    jobs = read_registry(out)
+    assert all(j.done and j.status is JobStatus.CANCELLED for j in jobs)
+    results = [pl.read_parquet(j.results_path) for j in jobs if Path(j.results_path).exists()]
+    failed = pl.concat([pl.read_parquet(j.failed_path) for j in jobs])
+    n_results = sum(r.height for r in results)
+    assert n_results + failed.filter(~pl.col("is_duplicate")).height == pairs.height
+
+
+async def test_demo_small(tmp_path: Path) -> None:
+    ran = await run_cli(
+        "demo", "--output-dir", "tmp", "--pairs", "30", "--latency", "0.5", cwd=tmp_path
+    )
+    assert ran.rc == 0, ran.stdout + ran.stderr
+    assert "30 pairs x 3 providers" in ran.stdout
+    assert "verdicts matching the emulator's judge: 90/90" in ran.stdout
+    for provider in ("openai", "anthropic", "gemini"):
+        assert provider in ran.stdout
+        combined = tmp_path / "tmp" / provider / "combined_results.csv"
+        assert combined.exists()
+        assert read_combined(combined).height == 30
