@@ -77,8 +77,7 @@ class TokenBucket:
 
     def __repr__(self) -> str:
         return (
-            f"TokenBucket(rate={self.rate:g}, burst={self.burst:g}, "
-            f"waiting={len(self._waiters)})"
+            f"TokenBucket(rate={self.rate:g}, burst={self.burst:g}, waiting={len(self._waiters)})"
         )
 
     # ------------------------------------------------------------ state

@@ -264,6 +264,11 @@ async def call_with_retries(
         nonlocal tries
         tries = details["tries"]
 
+    async def call() -> T:
+        # backoff picks its async loop by ``iscoroutinefunction(target)``, which is false
+        # for callable objects and partials: always hand it a real coroutine function.
+        return await attempt()
+
     retrying = backoff.on_exception(
         _wait_gen,
         TransientError,
@@ -274,7 +279,7 @@ async def call_with_retries(
         on_giveup=on_giveup,
         logger=None,
         policy=policy,
-    )(attempt)
+    )(call)
     try:
         return await retrying()
     except TransientError as exc:

@@ -3,8 +3,9 @@
 One :class:`Transport` per run owns an ``aiohttp.ClientSession``, a global semaphore on
 requests in flight and a token bucket per provider. Each attempt waits for the bucket
 first and the semaphore second, so a provider paused by a 429 holds no slots the others
-could use. API keys travel only in the per-call headers and never reach a log record or
-an exception message.
+could use. API keys travel only in the per-call headers; every message this module
+builds passes through a redactor that knows them, and URLs are logged without their
+query strings (Gemini accepts ``?key=``).
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import aiohttp
 import attrs
 import orjson
+from yarl import URL
 
 from pairbatch.errors import DownloadError, ProviderError
-from pairbatch.limiter import TokenBucket, parse_duration, seconds_until
+from pairbatch.limiter import TokenBucket
 from pairbatch.retry import (
     RetryPolicy,
     TransientError,
@@ -38,49 +40,140 @@ from pairbatch.retry import (
 log = logging.getLogger("pairbatch.transport")
 
 DEFAULT_RATE = 5.0
+# A burst of 1 by default: a run's first wave of polls should not arrive at once,
+# which is what trips the servers' own buckets.
+DEFAULT_BURST = 1.0
 CHUNK_BYTES = 1 << 20
-# Statuses at which a create call was rejected before anything was made, so sending it
-# again cannot create a second batch.
+MAX_REDIRECTS = 5
+_ERROR_TEXT_LIMIT = 300
+
+# A create rejected with these was refused before any work, so sending it again cannot
+# make a second batch.
 _REJECTED_BEFORE_WORK = frozenset({429, 529})
-_CONNECT_ERRORS = (aiohttp.ClientConnectorError,)
-_TRANSPORT_ERRORS = (
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def _optional(*names: str) -> tuple[type[BaseException], ...]:
+    """aiohttp exception classes newer than our oldest supported aiohttp, when present."""
+    found = (getattr(aiohttp, name, None) for name in names)
+    return tuple(t for t in found if isinstance(t, type) and issubclass(t, BaseException))
+
+
+# Failures that certainly happened before a byte of the request reached the server.
+_BEFORE_SEND: tuple[type[BaseException], ...] = (
+    aiohttp.ClientConnectorError,
+    *_optional("ConnectionTimeoutError"),
+)
+# Failures after which the server may or may not have acted on the request.
+_MAYBE_SENT: tuple[type[BaseException], ...] = (
     aiohttp.ClientConnectionError,
     aiohttp.ClientPayloadError,
+    aiohttp.ClientResponseError,
     asyncio.TimeoutError,
 )
+# Mistakes no retry fixes.
+_HOPELESS: tuple[type[BaseException], ...] = (
+    aiohttp.InvalidURL,
+    aiohttp.TooManyRedirects,
+    *_optional("NonHttpUrlClientError"),
+)
+_CAUGHT: tuple[type[BaseException], ...] = (*_MAYBE_SENT, *_HOPELESS, aiohttp.ClientError)
 
-Payload = bytes | Callable[[], Any] | None
+_SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "x-api-key", "x-goog-api-key", "api-key"}
+)
+_SECRET_PARAMS = frozenset({"key", "api_key", "apikey", "access_token", "token"})
+
+# ``data`` may be a zero-argument factory: aiohttp's FormData is single-use (it empties
+# itself when sent), so a retryable upload must be rebuilt for each attempt.
+Payload = bytes | aiohttp.FormData | Callable[[], Any] | None
 
 
 @attrs.frozen
 class Response:
+    """A whole HTTP answer: status, lower-cased headers and the body bytes."""
+
     status: int
-    headers: dict[str, str]
+    headers: dict[str, str] = attrs.field(repr=False)
     body: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
 
     def json(self) -> Any:
         return orjson.loads(self.body) if self.body else None
 
 
-def safe_url(url: str) -> str:
-    """The URL without its query string (Gemini accepts ``?key=``) for logs."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+# ---------------------------------------------------------------- secrets
+
+
+def safe_url(url: str | URL) -> str:
+    """The URL without credentials, query string or fragment: fit for a log line."""
+    parts = urlsplit(str(url))
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+class Redactor:
+    """Replaces every secret of one call (header keys, ``?key=`` values) with ``***``."""
+
+    def __init__(
+        self,
+        headers: Mapping[str, str],
+        url: str | URL = "",
+        params: Mapping[str, str] | None = None,
+    ) -> None:
+        found: set[str] = set()
+        for name, value in headers.items():
+            if name.lower() in _SECRET_HEADERS and value:
+                found.add(value)
+                scheme, _, token = value.partition(" ")
+                if token and scheme.lower() in ("bearer", "basic", "token"):
+                    found.add(token.strip())
+        query = list(parse_qsl(urlsplit(str(url)).query)) + list((params or {}).items())
+        found.update(v for k, v in query if k.lower() in _SECRET_PARAMS and v)
+        # Longest first, so a token inside "Bearer <token>" never leaves "Bearer ***"'s
+        # tail behind; very short values would mangle ordinary text and are no secret.
+        self._secrets = sorted((s for s in found if len(s) >= 6), key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+    def __repr__(self) -> str:
+        return f"Redactor({len(self._secrets)} secrets)"
+
+
+def _without_secrets(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.lower() not in _SECRET_HEADERS}
+
+
+# ---------------------------------------------------------------- error bodies
 
 
 def error_text(body: bytes, parsed: object) -> tuple[str, str | None]:
-    """The provider's own error message and type from any of the three error shapes."""
+    """The provider's own error message and type from any of the three error shapes.
+
+    OpenAI ``{"error": {"message", "type", "code"}}``, Anthropic ``{"type": "error",
+    "error": {"type", "message"}}``, Gemini ``{"error": {"code", "message", "status"}}``;
+    otherwise a short, truncated text of the body.
+    """
     if isinstance(parsed, dict):
         error = parsed.get("error")
         if isinstance(error, dict):
             message = error.get("message")
             kind = error.get("type") or error.get("status") or error.get("code")
             if message:
-                return str(message), None if kind is None else str(kind)
-        elif isinstance(error, str):
-            return error, None
-    text = body[:300].decode("utf-8", errors="replace").strip()
-    return (text or "(empty body)"), None
+                return _shorten(str(message), 2000), None if kind is None else str(kind)
+        elif isinstance(error, str) and error:
+            return _shorten(error, 2000), None
+    text = body[:_ERROR_TEXT_LIMIT].decode("utf-8", errors="replace").strip()
+    if len(body) > _ERROR_TEXT_LIMIT:
+        text += "…"
+    return (" ".join(text.split()) or "(empty body)"), None
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _loads(body: bytes) -> object:
@@ -90,8 +183,33 @@ def _loads(body: bytes) -> object:
         return None
 
 
+def _lower(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}
+
+
+class _ShortBody(TransientError, DownloadError):
+    """A download that ended before its declared length (retried, resumed if possible)."""
+
+
+@attrs.define
+class _Resume:
+    """What one download call keeps between its attempts to resume with ``Range``."""
+
+    validator: str | None = None  # a strong ETag or Last-Modified, sent as If-Range
+    resumable: bool = True
+
+
+# ---------------------------------------------------------------- transport
+
+
 class Transport:
-    """Shared HTTP machinery for one run (an async context manager)."""
+    """Shared HTTP machinery for one run (an async context manager).
+
+    ``rate_limits``/``bursts`` map provider names to requests per second and bucket
+    sizes; unlisted providers get ``default_rate``/``default_burst``. ``timeout``
+    defaults to no total limit (downloads can be long), 10 s to connect and 120 s
+    between reads. An injected ``session`` is used as is and never closed here.
+    """
 
     def __init__(
         self,
@@ -100,22 +218,32 @@ class Transport:
         rate_limits: Mapping[str, float] | None = None,
         bursts: Mapping[str, float] | None = None,
         default_rate: float = DEFAULT_RATE,
+        default_burst: float = DEFAULT_BURST,
         timeout: aiohttp.ClientTimeout | None = None,
         session: aiohttp.ClientSession | None = None,
+        retry: RetryPolicy | None = None,
+        connection_limit: int = 64,
+        connection_limit_per_host: int = 32,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         self._rates = {k.lower(): float(v) for k, v in (rate_limits or {}).items()}
         self._bursts = {k.lower(): float(v) for k, v in (bursts or {}).items()}
-        self._default_rate = default_rate
-        self._timeout = timeout or aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120)
+        self._default_rate = float(default_rate)
+        self._default_burst = float(default_burst)
+        self._timeout = timeout or aiohttp.ClientTimeout(
+            total=None, connect=None, sock_connect=10, sock_read=120
+        )
         self._session = session
         self._owns_session = session is None
+        self._connection_limits = (connection_limit, connection_limit_per_host)
         self._clock = clock
         self._max_concurrency = max_concurrency
         self._semaphore: asyncio.Semaphore | None = None
         self._limiters: dict[str, TokenBucket] = {}
+        self.retry = retry or RetryPolicy()
+        #: ``(provider, name)`` -> count; names: requests, retries, 429s, bytes_downloaded.
         self.stats: Counter[tuple[str, str]] = Counter()
 
     def __repr__(self) -> str:
@@ -142,7 +270,10 @@ class Transport:
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=64, limit_per_host=32, keepalive_timeout=30)
+            limit, per_host = self._connection_limits
+            connector = aiohttp.TCPConnector(
+                limit=limit, limit_per_host=per_host, keepalive_timeout=30, ttl_dns_cache=300
+            )
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=self._timeout, raise_for_status=False
             )
@@ -150,6 +281,7 @@ class Transport:
         return self._session
 
     def _gate(self) -> asyncio.Semaphore:
+        # Created on first use so that the Transport can be built outside a running loop.
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self._max_concurrency)
         return self._semaphore
@@ -157,55 +289,128 @@ class Transport:
     # ------------------------------------------------------------ limits and counters
 
     def limiter(self, provider: str) -> TokenBucket:
+        """The provider's token bucket (created on first use)."""
         key = provider.lower()
-        if key not in self._limiters:
+        bucket = self._limiters.get(key)
+        if bucket is None:
             rate = self._rates.get(key, self._default_rate)
-            # A small default burst: a run's first wave of polls should not arrive at
-            # once, which is what trips servers' own buckets.
-            burst = self._bursts.get(key, 1.0)
-            self._limiters[key] = TokenBucket(rate, burst, clock=self._clock)
-        return self._limiters[key]
+            burst = self._bursts.get(key, self._default_burst)
+            bucket = self._limiters[key] = TokenBucket(rate, max(burst, 1.0), clock=self._clock)
+        return bucket
 
-    def counters(self) -> dict[str, int]:
+    def counters(self, provider: str | None = None) -> dict[str, int]:
+        """Totals of requests, retries, 429s and bytes downloaded (one provider or all)."""
         totals: Counter[str] = Counter()
-        for (_, name), count in self.stats.items():
-            totals[name] += count
+        for (who, name), count in self.stats.items():
+            if provider is None or who == provider.lower():
+                totals[name] += count
         return dict(totals)
 
-    def _observe(self, provider: str, headers: Mapping[str, str]) -> None:
-        remaining = headers.get("x-ratelimit-remaining-requests") or headers.get(
-            "anthropic-ratelimit-requests-remaining"
-        )
-        if remaining is None:
-            return
-        try:
-            left = int(float(remaining))
-        except ValueError:
-            return
-        reset = headers.get("x-ratelimit-reset-requests")
-        seconds = parse_duration(reset) if reset else None
-        if seconds is None and headers.get("anthropic-ratelimit-requests-reset"):
-            seconds = seconds_until(headers["anthropic-ratelimit-requests-reset"])
-        self.limiter(provider).observe_remaining(left, seconds)
+    def _count(self, provider: str, name: str, n: int = 1) -> None:
+        self.stats[(provider.lower(), name)] += n
 
-    def _fail(self, provider: str, response: Response, policy: RetryPolicy) -> ProviderError:
+    # ------------------------------------------------------------ sending
+
+    async def _send(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        **kwargs: Any,
+    ) -> aiohttp.ClientResponse:
+        """Send; follow GET redirects ourselves so that keys never leave their origin.
+
+        aiohttp would forward ``x-api-key``/``x-goog-api-key`` to whatever host a
+        redirect names (it only drops ``Authorization``).
+        """
+        current = URL(url)
+        send_headers = dict(headers)
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = await session.request(
+                method, current, headers=send_headers, allow_redirects=False, **kwargs
+            )
+            location = resp.headers.get("Location")
+            if method != "GET" or resp.status not in _REDIRECTS or not location:
+                return resp
+            resp.release()
+            target = current.join(URL(location))
+            if target.origin() != current.origin():
+                send_headers = _without_secrets(send_headers)
+            current = target
+            kwargs.pop("params", None)  # they are part of the Location already
+        raise aiohttp.TooManyRedirects(resp.request_info, resp.history)
+
+    def _transport_failure(
+        self,
+        provider: str,
+        exc: BaseException,
+        where: str,
+        *,
+        idempotent: bool,
+        stage: str = "",
+    ) -> ProviderError:
+        name = type(exc).__name__
+        if isinstance(exc, _HOPELESS):
+            return ProviderError(provider, None, f"{where}: invalid URL ({name})")
+        if isinstance(exc, _BEFORE_SEND):
+            # Nothing reached the server: safe to send again even for a create.
+            return TransientError(provider, None, f"{where}: could not connect ({name})")
+        reason = f"{where}: {name}{stage}"
+        if not idempotent:
+            return ProviderError(
+                provider,
+                None,
+                f"{reason}; the request may have been processed",
+                error_type="ambiguous",
+            )
+        return TransientError(provider, None, reason)
+
+    def _http_failure(
+        self,
+        provider: str,
+        response: Response,
+        policy: RetryPolicy,
+        redact: Redactor,
+        *,
+        granted_at: float,
+        idempotent: bool,
+    ) -> ProviderError:
         parsed = _loads(response.body)
         message, kind = error_text(response.body, parsed)
-        if not is_retryable(response.status, response.headers, parsed):
-            return ProviderError(provider, response.status, message, error_type=kind)
+        message = redact(message)
+        status = response.status
+        if status == 429:
+            self._count(provider, "429s")
+        if not is_retryable(status, response.headers, parsed):
+            return ProviderError(provider, status, message, error_type=kind)
         delay = parse_retry_after(response.headers, parsed)
-        if response.status == 429:
-            self.stats[(provider, "429s")] += 1
-            # One 429 must not become a 429 from every waiting task: pause them all,
-            # and come back slower than the rate that was refused.
+        if status == 429:
+            # One 429 must not become a 429 from every waiting task: pause them all and
+            # come back slower. A delay past the cap is the caller's to give up on; the
+            # other requests merely wait the cap.
             limiter = self.limiter(provider)
-            limiter.penalize()
-            limiter.pause(delay if delay else policy.backoff_delay(0))
-        return TransientError(
-            provider, response.status, message, error_type=kind, server_delay=delay
-        )
+            limiter.penalize(granted_at)
+            pause = delay if delay is not None and delay > 0 else policy.backoff_delay(0)
+            limiter.pause(min(pause, policy.max_server_delay))
+        forced = response.headers.get("x-should-retry", "").strip().lower() == "true"
+        if not idempotent and status not in _REJECTED_BEFORE_WORK and not forced:
+            return ProviderError(
+                provider,
+                status,
+                f"{message}; the request may have been processed",
+                error_type="ambiguous",
+            )
+        return TransientError(provider, status, message, error_type=kind, server_delay=delay)
 
-    # ------------------------------------------------------------ requests
+    async def _admit(self, provider: str, first: bool) -> float:
+        """Wait for the provider's bucket; return the grant time (for ``penalize``)."""
+        limiter = self.limiter(provider)
+        await limiter.acquire()
+        self._count(provider, "requests")
+        if not first:
+            self._count(provider, "retries")
+        return self._clock()
 
     async def request(
         self,
@@ -222,83 +427,61 @@ class Transport:
     ) -> Response:
         """Send with retries; raise :class:`ProviderError` for answers retrying won't fix.
 
-        With ``idempotent=False`` (batch creates) only failures that certainly happened
-        before the server did anything are retried; a timeout or a reset after sending
-        raises ``ProviderError(error_type="ambiguous")`` so the caller can look for the
-        batch instead of paying for it twice.
+        ``data`` is bytes, an ``aiohttp.FormData`` (single-use in aiohttp, so sent only
+        once) or a zero-argument factory building one per attempt. Exhausted retries
+        raise :class:`RetryExhaustedError`. With ``idempotent=False`` (batch creates)
+        only failures that certainly happened before the server did anything are
+        retried (connection refused, 429, 529); a timeout, a reset or a 5xx after
+        sending raises ``ProviderError(error_type="ambiguous")`` so the caller can look
+        for the batch instead of paying for it twice.
         """
-        policy = retry or RetryPolicy()
+        policy = retry or self.retry
+        if isinstance(data, aiohttp.FormData):
+            policy = attrs.evolve(policy, max_tries=1)
+        redact = Redactor(headers, url, params)
         where = f"{method} {safe_url(url)}"
-
-        async def attempt() -> Response:
-            await self.limiter(provider).acquire()
-            async with self._gate():
-                self.stats[(provider, "requests")] += 1
-                session = self._ensure_session()
-                payload = data() if callable(data) else data
-                body_json = None if json is None else orjson.dumps(json)
-                send_headers = dict(headers)
-                if body_json is not None:
-                    send_headers.setdefault("content-type", "application/json")
-                try:
-                    async with session.request(
-                        method,
-                        url,
-                        headers=send_headers,
-                        data=body_json if body_json is not None else payload,
-                        params=params,
-                    ) as resp:
-                        body = await resp.read()
-                        response = Response(
-                            resp.status, {k.lower(): v for k, v in resp.headers.items()}, body
-                        )
-                except _CONNECT_ERRORS as exc:
-                    raise TransientError(
-                        provider, None, f"{where}: cannot connect ({type(exc).__name__})"
-                    ) from None
-                except _TRANSPORT_ERRORS as exc:
-                    reason = f"{where}: {type(exc).__name__}"
-                    if not idempotent:
-                        raise ProviderError(
-                            provider,
-                            None,
-                            f"{reason}; the request may have been processed",
-                            error_type="ambiguous",
-                        ) from None
-                    raise TransientError(provider, None, reason) from None
-            self._observe(provider, response.headers)
-            if response.status < 400:
-                return response
-            error = self._fail(provider, response, policy)
-            if (
-                isinstance(error, TransientError)
-                and not idempotent
-                and response.status not in _REJECTED_BEFORE_WORK
-            ):
-                raise ProviderError(
-                    provider,
-                    response.status,
-                    f"{error.message}; the request may have been processed",
-                    error_type="ambiguous",
-                )
-            raise error
-
-        response: Response = await self._with_retries(attempt, policy, provider, where)
-        return response
-
-    async def _with_retries(
-        self, attempt: Callable[[], Any], policy: RetryPolicy, provider: str, where: str
-    ) -> Any:
+        body_json = None if json is None else orjson.dumps(json)
+        send_headers = dict(headers)
+        if body_json is not None and not any(k.lower() == "content-type" for k in headers):
+            send_headers["Content-Type"] = "application/json"
         tries = 0
 
-        async def counted() -> Any:
+        async def attempt() -> Response:
             nonlocal tries
             tries += 1
-            if tries > 1:
-                self.stats[(provider, "retries")] += 1
-            return await attempt()
+            granted_at = await self._admit(provider, tries == 1)
+            async with self._gate():
+                session = self._ensure_session()
+                payload = body_json if body_json is not None else data
+                if callable(payload) and not isinstance(payload, aiohttp.FormData):
+                    payload = payload()
+                started = time.monotonic()
+                try:
+                    async with await self._send(
+                        session, method, url, send_headers, data=payload, params=params
+                    ) as resp:
+                        body = await resp.read()
+                        response = Response(resp.status, _lower(resp.headers), body)
+                except _CAUGHT as exc:
+                    raise self._transport_failure(
+                        provider, exc, where, idempotent=idempotent
+                    ) from None
+            log.debug(
+                "%s %s -> %d (%d bytes, %.0f ms)",
+                provider,
+                where,
+                response.status,
+                len(response.body),
+                (time.monotonic() - started) * 1000,
+            )
+            self.limiter(provider).observe_headers(response.headers)
+            if response.status < 400:
+                return response
+            raise self._http_failure(
+                provider, response, policy, redact, granted_at=granted_at, idempotent=idempotent
+            )
 
-        return await call_with_retries(counted, policy, provider=provider, what=where)
+        return await call_with_retries(attempt, policy, provider=provider, what=where)
 
     async def first_line(
         self,
@@ -309,30 +492,40 @@ class Transport:
         retry: RetryPolicy | None = None,
         limit: int = 1 << 20,
     ) -> bytes:
-        """The first line of a (possibly huge) body, reading no further than it."""
-        policy = retry or RetryPolicy()
+        """The first line of a (possibly huge) body, reading no further than it (and at
+        most ``limit`` bytes); the connection is dropped rather than drained."""
+        policy = retry or self.retry
+        redact = Redactor(headers, url)
         where = f"GET {safe_url(url)}"
+        tries = 0
 
         async def attempt() -> bytes:
-            await self.limiter(provider).acquire()
+            nonlocal tries
+            tries += 1
+            granted_at = await self._admit(provider, tries == 1)
             async with self._gate():
-                self.stats[(provider, "requests")] += 1
                 session = self._ensure_session()
                 try:
-                    async with session.get(url, headers=dict(headers)) as resp:
+                    async with await self._send(session, "GET", url, headers) as resp:
                         if resp.status >= 400:
-                            body = await resp.read()
-                            answer = Response(
-                                resp.status, {k.lower(): v for k, v in resp.headers.items()}, body
-                            )
-                            raise self._fail(provider, answer, policy)
-                        line = await resp.content.readuntil(b"\n") if limit else b""
-                        return line[:limit].strip()
-                except _TRANSPORT_ERRORS as exc:
-                    raise TransientError(provider, None, f"{where}: {type(exc).__name__}") from None
+                            answer = Response(resp.status, _lower(resp.headers), await resp.read())
+                        else:
+                            line = bytearray()
+                            async for chunk in resp.content.iter_any():
+                                end = chunk.find(b"\n")
+                                line += chunk if end < 0 else chunk[:end]
+                                if end >= 0 or len(line) >= limit:
+                                    break
+                            # Leaving the block unread closes the connection: cheaper than
+                            # draining a 200 MB results file.
+                            return bytes(line[:limit]).strip()
+                except _CAUGHT as exc:
+                    raise self._transport_failure(provider, exc, where, idempotent=True) from None
+            raise self._http_failure(
+                provider, answer, policy, redact, granted_at=granted_at, idempotent=True
+            )
 
-        line: bytes = await self._with_retries(attempt, policy, provider, where)
-        return line
+        return await call_with_retries(attempt, policy, provider=provider, what=where)
 
     # ------------------------------------------------------------ downloads
 
@@ -346,34 +539,41 @@ class Transport:
         params: Mapping[str, str] | None = None,
         retry: RetryPolicy | None = None,
     ) -> int:
-        """Stream ``url`` to ``dest``; return its size.
+        """Stream ``url`` to ``dest``; return its size in bytes.
 
-        The body goes to ``dest.part`` in 1 MiB chunks written from a worker thread, is
-        checked against Content-Length, fsynced and renamed. A short body is retried and,
-        where the server honours ``Range``, resumed. On failure nothing is left at
-        ``dest`` (nor a ``.part`` file).
+        The body goes to ``dest.part`` in chunks of up to 1 MiB written by a worker
+        thread while the next chunk arrives, is checked against Content-Length, fsynced
+        and renamed into place. A short body is retried and resumed with ``Range`` (and
+        ``If-Range``) when the server answers 206, else restarted. On failure or
+        cancellation neither ``dest`` nor ``dest.part`` is left behind.
         """
-        policy = retry or RetryPolicy()
+        policy = retry or self.retry
         target = Path(dest)
         part = target.with_name(target.name + ".part")
+        redact = Redactor(headers, url, params)
         where = f"GET {safe_url(url)}"
+        state = _Resume()
+        tries = 0
         await asyncio.to_thread(_prepare, part)
 
         async def attempt() -> int:
-            await self.limiter(provider).acquire()
+            nonlocal tries
+            tries += 1
+            granted_at = await self._admit(provider, tries == 1)
             async with self._gate():
-                self.stats[(provider, "requests")] += 1
-                return await self._stream_once(provider, url, part, headers, params, policy, where)
+                return await self._stream_once(
+                    provider, url, part, headers, params, policy, where, redact, state, granted_at
+                )
 
         try:
-            size = await self._with_retries(attempt, policy, provider, where)
+            size = await call_with_retries(attempt, policy, provider=provider, what=where)
             await asyncio.to_thread(_commit, part, target)
         except BaseException:
             with contextlib.suppress(OSError):
                 await asyncio.shield(asyncio.to_thread(_discard, part))
             raise
-        self.stats[(provider, "bytes_downloaded")] += size
-        return int(size)
+        self._count(provider, "bytes_downloaded", size)
+        return size
 
     async def _stream_once(
         self,
@@ -384,46 +584,119 @@ class Transport:
         params: Mapping[str, str] | None,
         policy: RetryPolicy,
         where: str,
+        redact: Redactor,
+        state: _Resume,
+        granted_at: float,
     ) -> int:
-        have = await asyncio.to_thread(_size, part)
-        send = dict(headers)
+        have = await asyncio.to_thread(_size, part) if state.resumable else 0
+        send = {k: v for k, v in headers.items() if k.lower() not in ("range", "if-range")}
+        if not any(k.lower() == "accept-encoding" for k in send):
+            # Content-Length and Range must count the bytes we store, not a gzip of them.
+            send["Accept-Encoding"] = "identity"
         if have:
             send["Range"] = f"bytes={have}-"
+            if state.validator:
+                send["If-Range"] = state.validator
         session = self._ensure_session()
+        written = 0
         try:
-            async with session.get(url, headers=send, params=params) as resp:
+            async with await self._send(session, "GET", url, send, params=params) as resp:
                 if resp.status >= 400:
                     body = await resp.read()
-                    response = Response(
-                        resp.status, {k.lower(): v for k, v in resp.headers.items()}, body
-                    )
-                    if resp.status == 416:
+                    if resp.status == 416 and have:
+                        # Our partial file no longer fits the resource: start over.
                         await asyncio.to_thread(_discard, part)
                         raise TransientError(provider, 416, f"{where}: range not satisfiable")
-                    raise self._fail(provider, response, policy)
-                resumed = resp.status == 206 and have > 0
-                offset = have if resumed else 0
-                length = resp.content_length
+                    answer = Response(resp.status, _lower(resp.headers), body)
+                    raise self._http_failure(
+                        provider, answer, policy, redact, granted_at=granted_at, idempotent=True
+                    )
+                etag = resp.headers.get("ETag")
+                strong = etag if etag and not etag.startswith("W/") else None
+                state.validator = strong or resp.headers.get("Last-Modified")
+                encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
+                state.resumable = not encoded
+                offset = 0
+                if resp.status == 206 and have:
+                    if _range_start(resp.headers.get("Content-Range")) != have:
+                        await asyncio.to_thread(_discard, part)
+                        raise TransientError(provider, 206, f"{where}: unexpected Content-Range")
+                    offset = have
+                length = None if encoded else resp.content_length
                 expected = None if length is None else offset + length
-                handle = await asyncio.to_thread(_open, part, resumed)
+                writer = _ChunkWriter(await asyncio.to_thread(_open, part, offset > 0))
                 written = offset
                 try:
                     async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
-                        await asyncio.to_thread(handle.write, chunk)
+                        await writer.write(chunk)
                         written += len(chunk)
                 finally:
-                    await asyncio.to_thread(_close, handle)
-        except _TRANSPORT_ERRORS as exc:
-            raise TransientError(
-                provider, None, f"{where}: {type(exc).__name__} mid-body"
-            ) from None
+                    await writer.close()
+        except ProviderError:
+            raise
+        except _CAUGHT as exc:
+            failure = self._transport_failure(
+                provider, exc, where, idempotent=True, stage=f" after {written} bytes"
+            )
+            if isinstance(failure, TransientError):
+                raise _ShortBody(provider, None, failure.message) from None
+            raise failure from None
         if expected is not None and written != expected:
-            raise TransientError(
+            raise _ShortBody(
                 provider, None, f"{where}: body ended at {written} of {expected} bytes"
             )
-        if written == 0 and expected is None:
-            log.debug("%s %s: empty body", provider, where)
         return written
+
+
+def _range_start(content_range: str | None) -> int | None:
+    """``bytes 100-199/200`` -> 100."""
+    if not content_range:
+        return None
+    unit, _, spec = content_range.strip().partition(" ")
+    first = spec.partition("-")[0]
+    if unit.lower() != "bytes" or not first.isdigit():
+        return None
+    return int(first)
+
+
+class _ChunkWriter:
+    """Writes chunks in a worker thread, one write in flight while the next chunk is read.
+
+    Network chunks (often 16–64 KiB) are gathered into ~1 MiB batches, handed over as a
+    list (no copying), so the thread hop is paid per MiB, not per packet. At most two
+    batches exist at a time: memory stays flat however large the body.
+    """
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self._handle = handle
+        self._batch: list[bytes] = []
+        self._batched = 0
+        self._pending: asyncio.Future[None] | None = None
+
+    async def write(self, chunk: bytes) -> None:
+        self._batch.append(chunk)
+        self._batched += len(chunk)
+        if self._batched >= CHUNK_BYTES:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            await pending
+        if self._batch:
+            batch, self._batch, self._batched = self._batch, [], 0
+            self._pending = asyncio.ensure_future(asyncio.to_thread(self._handle.writelines, batch))
+
+    async def close(self) -> None:
+        """Write what is left, fsync and close, even when the body failed midway: the
+        bytes on disk are what a resumed attempt continues from."""
+        try:
+            await self._flush()
+            if self._pending is not None:
+                pending, self._pending = self._pending, None
+                await pending
+        finally:
+            await asyncio.shield(asyncio.to_thread(_close, self._handle))
 
 
 def _prepare(part: Path) -> None:
@@ -444,13 +717,22 @@ def _open(path: Path, append: bool) -> IO[bytes]:
 
 
 def _close(handle: IO[bytes]) -> None:
-    handle.flush()
-    os.fsync(handle.fileno())
-    handle.close()
+    try:
+        handle.flush()
+        os.fsync(handle.fileno())
+    finally:
+        handle.close()
 
 
 def _commit(part: Path, target: Path) -> None:
     part.replace(target)
+    # The rename itself must survive a crash too: sync the directory entry.
+    with contextlib.suppress(OSError):
+        fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _discard(part: Path) -> None:
@@ -458,4 +740,11 @@ def _discard(part: Path) -> None:
         part.unlink()
 
 
-__all__ = ["DownloadError", "Response", "Transport", "error_text", "safe_url"]
+__all__ = [
+    "DownloadError",
+    "Redactor",
+    "Response",
+    "Transport",
+    "error_text",
+    "safe_url",
+]
