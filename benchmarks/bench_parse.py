@@ -11,6 +11,8 @@ Measured (best of ``--repeat``), all in the same run on the same temp file:
 * (c) native   ``pl.scan_ndjson`` with an explicit nested ``schema=`` and Polars
                expressions for the same columns (happy path only: unlike pairbatch it
                cannot give a row for a malformed line, it fails or drops it)
+* (d) careful  pairbatch's orjson loop with every line through the careful
+               ``parse_line`` (no fast extractor): what the fast path saves
 
 Targets: pairbatch <= 2x (a), and >= 8x faster than (b).
 """
@@ -33,12 +35,13 @@ import polars as pl
 
 from pairbatch.normalize import normalize_results
 from pairbatch.pairs import assign_custom_ids, with_pair_keys
-from pairbatch.providers.openai import BACKEND
+from pairbatch.providers.openai import BACKEND, parse_line
 from pairbatch.results import (
     DEFAULT_TAG_PREFIX,
     DEFAULT_TAG_SUFFIX,
     RESULT_SCHEMA,
     find_winner,
+    parse_jsonl,
 )
 
 RUN_TAG = "pbbench0001"
@@ -166,6 +169,10 @@ def pairbatch_parse(path: Path) -> pl.DataFrame:
 
 def pairbatch_normalize(raw: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame:
     return normalize_results(raw, pairs, backend="openai", model=MODEL, segment_index=0).results
+
+
+def careful_only(path: Path) -> pl.DataFrame:
+    return parse_jsonl([path], parse_line)
 
 
 def bare_read_ndjson(path: Path) -> pl.DataFrame:
@@ -389,6 +396,7 @@ def main() -> None:
         t_json, baseline = best_of(r, lambda: json_loads_baseline(path))
         t_native, native = best_of(r, lambda: polars_native(path))
         t_native_full, _ = best_of(r, lambda: pairbatch_normalize(polars_native(path), pairs))
+        t_careful, careful = best_of(r, lambda: careful_only(path))
 
         # the approaches must agree, or the timings mean nothing
         assert results.height == args.lines, results.height
@@ -396,6 +404,7 @@ def main() -> None:
         key = "custom_id"
         assert raw.sort(key).equals(baseline.sort(key)), "json.loads baseline differs"
         assert raw.sort(key).equals(native.sort(key)), "polars-native frame differs"
+        assert raw.equals(careful), "fast path differs from the careful parser"
 
         print(f"\n{'approach':<58}{'seconds':>9}{'lines/s':>12}")
         rows = [
@@ -406,6 +415,7 @@ def main() -> None:
             ("(b) json.loads per line + dicts + pl.DataFrame(rows)", t_json),
             ("(c) pl.scan_ndjson(schema=...) + expressions (parse only)", t_native),
             ("(c) + normalize_results", t_native_full),
+            ("(d) orjson loop, careful parse_line only (parse only)", t_careful),
         ]
         for label, seconds in rows:
             print(f"{label:<58}{seconds:>9.3f}{args.lines / seconds:>12,.0f}")

@@ -134,17 +134,32 @@ def normalize_results(
     when = received_at or utcnow()
     frame = coerce_pairs(pairs)
     raw = raw if raw.width else empty_results()
-    for name, dtype in RESULT_SCHEMA.items():
-        if name not in raw.columns:
-            raw = raw.with_columns(pl.lit(None, dtype=dtype).alias(name))
+    # A raw frame from elsewhere (a CSV, an older run) may miss columns or carry other
+    # dtypes; the typed frames downstream must not depend on that.
+    raw = raw.select(
+        pl.col(name).cast(dtype) if name in raw.columns else pl.lit(None, dtype=dtype).alias(name)
+        for name, dtype in RESULT_SCHEMA.items()
+    )
     if "custom_id" not in frame.columns:
         # A hand-made registry's pairs carry no keys: align by row order, as the
-        # reference's last resort does, and only when the counts agree.
+        # reference's last resort does, and only when that is unambiguous.
+        raw_keys = raw.get_column("custom_id")
         if raw.height != frame.height:
             raise InputError("Unable to align raw results with pairs (no custom_id, counts differ)")
-        frame = frame.with_columns(raw.get_column("custom_id").alias("custom_id"))
-    raw = raw.select(list(RESULT_SCHEMA)).with_row_index("_line")
-    known = raw.get_column("custom_id").is_in(frame.get_column("custom_id").implode())
+        if raw_keys.null_count() or raw_keys.n_unique() != raw_keys.len():
+            raise InputError(
+                "Unable to align raw results with pairs (no custom_id, and the results' "
+                "custom_ids are missing or repeated)"
+            )
+        frame = frame.with_columns(raw_keys.alias("custom_id"))
+    raw = raw.with_row_index("_line")
+    # A line whose key could not be recovered (null) can match no pair: it is logged with
+    # the unknown ones rather than vanishing in the filters below.
+    known = (
+        raw.get_column("custom_id")
+        .is_in(frame.get_column("custom_id").drop_nulls().implode())
+        .fill_null(False)
+    )
     unknown = raw.filter(~known)
     if unknown.height:
         log.warning(

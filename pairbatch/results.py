@@ -1,11 +1,22 @@
 """Turning a provider's results JSONL into the parsed-result frame.
 
-The file is read in one pass; each line is decoded with orjson and only the fields the
-frame needs are pulled into column lists, which become one typed Polars frame at the end.
-A blank line is skipped; a line that is not JSON, or not the shape expected, still gives
-a row (with the request key when it can be recovered) and an ``error_message``, so no
-request is ever dropped silently. See ``benchmarks/bench_parse.py`` for why this beats
-``polars.read_ndjson`` with a nested schema here.
+How a file is read (measured by ``benchmarks/bench_parse.py``):
+
+* Each line is decoded with orjson and the provider's *fast* extractor pulls the few
+  fields the frame needs straight into a row tuple. It only accepts the canonical shape
+  (right keys, right types); for anything else it returns ``None`` (or raises) and the
+  provider's careful ``parse_line`` handles that one line. A bad line therefore costs the
+  slow path for itself only, never for the whole file.
+* The rows become one typed frame at the end; the work that is the same for every row
+  (empty strings to null, tag detection) is done there as Polars expressions.
+
+``polars.read_ndjson`` / ``scan_ndjson`` with an explicit nested schema was measured too:
+on responses bodies its ``List(Struct)`` decoding was several times slower than orjson,
+and it cannot give a row for a malformed line.
+
+Robustness contract: a blank line is skipped; a line that is not JSON, or not the shape
+expected, still gives a row (with the request key when it can be recovered) and an
+``error_message``, so no request is ever dropped silently.
 """
 
 from __future__ import annotations
@@ -13,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +55,24 @@ RESULT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "reasoning_tokens": pl.Int64,
 }
 COLUMNS = tuple(RESULT_SCHEMA)
+# What a line parser produces: every column except ``better_sample``, which is derived
+# from ``content`` for the whole frame at once. Fast extractors return a tuple in this
+# order.
+ROW_FIELDS = tuple(name for name in COLUMNS if name != "better_sample")
+_TEXT_FIELDS = tuple(name for name in ROW_FIELDS if RESULT_SCHEMA[name] == pl.Utf8)
 
 Row = dict[str, Any]
+RowTuple = tuple[Any, ...]
 LineParser = Callable[[dict[str, Any]], Row]
+# Returns a ``ROW_FIELDS``-ordered tuple for a canonical line, or ``None`` to hand the line
+# to the careful ``LineParser``. Strings may be empty (made null later) but must be ``str``
+# or ``None``; integers must be ``int`` (not ``bool``) or ``None``.
+FastLine = Callable[[dict[str, Any]], "RowTuple | None"]
 
 _KEY_RE = re.compile(rb'"(?:custom_id|key)"\s*:\s*"((?:[^"\\]|\\.)*)"')
+# Exceptions a fast extractor may raise on an unexpected shape; the careful parser then
+# gets the line.
+FAST_MISS = (KeyError, TypeError, IndexError, AttributeError, ValueError)
 
 
 def empty_results() -> pl.DataFrame:
@@ -92,12 +116,16 @@ def dig(value: object, *path: str) -> Any:
     return value
 
 
+# ---------------------------------------------------------------- tag detection
+
+
 def find_winner(content: str | None, prefix: str, suffix: str) -> str | None:
-    """Which sample the answer names, from the exact tag text.
+    """Which sample the answer names, from the exact tag text (scalar twin of
+    :func:`better_sample_expr`, for callers holding one string).
 
     When both tags appear (a model that echoes the instructions, then answers), the
     **last** one is the verdict; the reference took SAMPLE_1 whenever it appeared, which
-    biases such answers towards the first position.
+    biases such answers towards the first position (reference W14).
     """
     if content is None:
         return None
@@ -106,6 +134,40 @@ def find_winner(content: str | None, prefix: str, suffix: str) -> str | None:
     if one < 0 and two < 0:
         return None
     return "SAMPLE_1" if one > two else "SAMPLE_2"
+
+
+def _regex_literal(text: str) -> str:
+    # Every character as a code-point escape: a custom tag can hold anything (``<<``,
+    # ``#``, spaces, ``]``) and this is the one escaping the regex crate reads the same
+    # way for all of them, unlike Python's ``re.escape``.
+    return "".join(f"\\x{{{ord(char):X}}}" for char in text)
+
+
+def better_sample_expr(
+    content: pl.Expr | str = "content",
+    prefix: str = DEFAULT_TAG_PREFIX,
+    suffix: str = DEFAULT_TAG_SUFFIX,
+) -> pl.Expr:
+    """``"SAMPLE_1"``, ``"SAMPLE_2"`` or null from the exact tag text in ``content``.
+
+    Same rule as :func:`find_winner`: the last tag in the text wins (tags are found left
+    to right without overlapping, which only differs from ``rfind`` for tags whose suffix
+    itself contains ``prefix + "SAMPLE_"``). ``extract_all`` + ``list.last`` is used
+    because a greedy ``.*(tag)`` capture was ~15x slower on 200k answers.
+    """
+    column = pl.col(content) if isinstance(content, str) else content
+    pattern = _regex_literal(prefix) + "SAMPLE_[12]" + _regex_literal(suffix)
+    last = column.str.extract_all(pattern).list.last()
+    return (
+        pl.when(last == f"{prefix}SAMPLE_1{suffix}")
+        .then(pl.lit("SAMPLE_1"))
+        .when(last.is_not_null())
+        .then(pl.lit("SAMPLE_2"))
+        .otherwise(pl.lit(None, dtype=pl.Utf8))
+    )
+
+
+# ---------------------------------------------------------------- reading lines
 
 
 def _recover_key(line: bytes) -> str | None:
@@ -120,6 +182,7 @@ def _recover_key(line: bytes) -> str | None:
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, stripped line) for each non-blank line."""
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
             stripped = line.strip()
@@ -127,48 +190,125 @@ def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 yield number, stripped
 
 
-def parse_jsonl(
-    paths: list[Path | None],
-    parse_line: LineParser,
+def _as_tuple(row: Row) -> RowTuple:
+    return tuple(row.get(name) for name in ROW_FIELDS)
+
+
+def _bad_json_row(line: bytes, number: int, target: Path, exc: Exception) -> RowTuple:
+    log.warning("Failed to parse JSON on line %d of %s: %s", number, target, exc)
+    return _as_tuple(
+        {
+            "custom_id": _recover_key(line.strip()),
+            "result_type": "errored",
+            "error_message": f"Failed to parse JSON line {number} of {target.name}",
+        }
+    )
+
+
+def _careful_row(
+    obj: dict[str, Any], parse_line: LineParser, number: int, target: Path
+) -> RowTuple:
+    try:
+        row = parse_line(obj)
+    except FAST_MISS as exc:
+        key = obj.get("custom_id") or obj.get("key")
+        row = {
+            "custom_id": text_or_none(key),
+            "result_type": "errored",
+            "error_message": f"Failed to parse result on line {number} of {target.name}: {exc}",
+        }
+    return _as_tuple(row)
+
+
+def _read_rows(
+    target: Path, parse_line: LineParser, fast_line: FastLine | None, rows: list[RowTuple]
+) -> None:
+    loads = orjson.loads
+    decode_error = orjson.JSONDecodeError
+    append = rows.append
+    with target.open("rb") as handle:
+        # The hot loop: no generator, no per-line strip (orjson ignores the newline and
+        # surrounding whitespace), the careful path only for lines that need it.
+        for number, line in enumerate(handle, start=1):
+            try:
+                obj = loads(line)
+            except decode_error as exc:
+                if line.strip():
+                    append(_bad_json_row(line, number, target, exc))
+                continue
+            if type(obj) is not dict:
+                append(_bad_json_row(line, number, target, ValueError("not a JSON object")))
+                continue
+            if fast_line is not None:
+                try:
+                    fast = fast_line(obj)
+                except FAST_MISS:
+                    fast = None
+                if fast is not None:
+                    append(fast)
+                    continue
+            append(_careful_row(obj, parse_line, number, target))
+
+
+def _series(name: str, values: Sequence[Any]) -> pl.Series:
+    dtype = RESULT_SCHEMA[name]
+    try:
+        return pl.Series(name, values, dtype=dtype)
+    except (OverflowError, TypeError, ValueError, pl.exceptions.PolarsError):
+        # Only a fast extractor's out-of-Int64-range number gets here: null it the way
+        # the careful parsers do rather than failing the whole file.
+        if dtype == pl.Int64:
+            return pl.Series(name, [int_or_none(v) for v in values], dtype=dtype)
+        return pl.Series(name, [text_or_none(v) for v in values], dtype=dtype)
+
+
+def rows_to_frame(
+    rows: Sequence[RowTuple],
     *,
     tag_prefix: str = DEFAULT_TAG_PREFIX,
     tag_suffix: str = DEFAULT_TAG_SUFFIX,
 ) -> pl.DataFrame:
-    """Parse result files with a provider's ``parse_line`` into the typed result frame."""
-    columns: dict[str, list[Any]] = {name: [] for name in COLUMNS}
+    """The typed result frame from ``ROW_FIELDS``-ordered row tuples."""
+    if not rows:
+        return empty_results()
+    columns = list(zip(*rows, strict=True))
+    series = [_series(name, col) for name, col in zip(ROW_FIELDS, columns, strict=True)]
+    frame = pl.DataFrame(series)
+    return frame.with_columns(
+        [pl.when(pl.col(name) != "").then(pl.col(name)).alias(name) for name in _TEXT_FIELDS]
+    ).select(
+        *[
+            better_sample_expr("content", tag_prefix, tag_suffix).alias(name)
+            if name == "better_sample"
+            else pl.col(name)
+            for name in COLUMNS
+        ]
+    )
+
+
+def parse_jsonl(
+    paths: Iterable[Path | None],
+    parse_line: LineParser,
+    *,
+    tag_prefix: str = DEFAULT_TAG_PREFIX,
+    tag_suffix: str = DEFAULT_TAG_SUFFIX,
+    fast_line: FastLine | None = None,
+) -> pl.DataFrame:
+    """Parse result files into the typed result frame (:data:`RESULT_SCHEMA`).
+
+    ``fast_line`` handles canonical lines; ``parse_line`` every other one. Rows keep the
+    files' line order (the order of lines carries no meaning: rows are matched to pairs
+    by ``custom_id``). A missing file raises :class:`InputError`.
+    """
+    rows: list[RowTuple] = []
     for path in paths:
         if path is None:
             continue
         target = Path(path)
-        if not target.exists():
+        if not target.is_file():
             raise InputError(f"results file does not exist: {target}")
-        for number, line in iter_lines(target):
-            try:
-                obj = orjson.loads(line)
-                if not isinstance(obj, dict):
-                    raise ValueError("not a JSON object")
-            except (orjson.JSONDecodeError, ValueError) as exc:
-                log.warning("Failed to parse JSON on line %d of %s: %s", number, target, exc)
-                row: Row = {
-                    "custom_id": _recover_key(line),
-                    "result_type": "errored",
-                    "error_message": f"Failed to parse JSON line {number} of {target.name}",
-                }
-            else:
-                try:
-                    row = parse_line(obj)
-                except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
-                    row = {
-                        "custom_id": text_or_none(obj.get("custom_id") or obj.get("key")),
-                        "result_type": "errored",
-                        "error_message": (
-                            f"Failed to parse result on line {number} of {target.name}: {exc}"
-                        ),
-                    }
-            row["better_sample"] = find_winner(row.get("content"), tag_prefix, tag_suffix)
-            for name in COLUMNS:
-                columns[name].append(row.get(name))
-    return pl.DataFrame(columns, schema=RESULT_SCHEMA)
+        _read_rows(target, parse_line, fast_line, rows)
+    return rows_to_frame(rows, tag_prefix=tag_prefix, tag_suffix=tag_suffix)
 
 
 def as_path(path: str | os.PathLike[str] | None) -> Path | None:

@@ -21,7 +21,14 @@ from pairbatch._fs import atomic_writer
 from pairbatch.errors import InputError, ProviderError
 from pairbatch.models import BatchStatus, Job, Provider
 from pairbatch.prompts import build_prompt
-from pairbatch.results import DEFAULT_TAG_PREFIX, DEFAULT_TAG_SUFFIX, Row, as_path, parse_jsonl
+from pairbatch.results import (
+    DEFAULT_TAG_PREFIX,
+    DEFAULT_TAG_SUFFIX,
+    Row,
+    RowTuple,
+    as_path,
+    parse_jsonl,
+)
 from pairbatch.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -178,6 +185,11 @@ class BackendBase:
         """One decoded results line as a row of the result frame."""
         raise NotImplementedError
 
+    def fast_line(self, obj: dict[str, Any]) -> RowTuple | None:
+        """The row of a canonical line as a ``ROW_FIELDS`` tuple, or ``None`` to leave the
+        line to :meth:`parse_line` (see :mod:`pairbatch.results`)."""
+        return None
+
     def parse_results(
         self,
         output_path: str | os.PathLike[str] | None,
@@ -192,6 +204,7 @@ class BackendBase:
             self.parse_line,
             tag_prefix=tag_prefix,
             tag_suffix=tag_suffix,
+            fast_line=self.fast_line,
         )
 
 

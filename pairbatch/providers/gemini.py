@@ -27,6 +27,7 @@ from pairbatch.providers.base import (
 )
 from pairbatch.results import (
     Row,
+    RowTuple,
     dig,
     int_or_none,
     text_or_none,
@@ -130,6 +131,9 @@ class GeminiBackend(BackendBase):
     def parse_line(self, obj: dict[str, Any]) -> Row:
         return parse_line(obj)
 
+    def fast_line(self, obj: dict[str, Any]) -> RowTuple | None:
+        return fast_line(obj)
+
     def client(
         self, transport: Transport, *, api_key: str, base_url: str, retry: RetryPolicy
     ) -> GeminiClient:
@@ -187,6 +191,64 @@ def parse_line(obj: dict[str, Any]) -> Row:
         row["total_tokens"] = int_or_none(usage.get("totalTokenCount"))
         row["prompt_cached_tokens"] = int_or_none(usage.get("cachedContentTokenCount"))
     return row
+
+
+def fast_line(obj: dict[str, Any]) -> RowTuple | None:
+    """:func:`parse_line` for a line with a response whose first candidate has answer
+    text; ``None`` (or an exception) leaves the line to it. Must agree with it exactly
+    (tested)."""
+    key = obj.get("key")
+    response = obj["response"]
+    if not key or type(key) is not str or obj.get("error") is not None:
+        return None
+    if type(response) is not dict:
+        return None
+    model = response.get("modelVersion") or response.get("model")
+    if model is not None and type(model) is not str:
+        return None
+    first = response["candidates"][0]
+    thoughts: list[str] = []
+    content: list[str] = []
+    for part in first["content"]["parts"]:
+        text = part["text"]
+        if type(text) is not str:
+            return None
+        (thoughts if part.get("thought") is True else content).append(text)
+    answer = "".join(content)
+    if not answer:
+        return None  # parse_line explains a missing answer from finishReason
+    usage = response.get("usageMetadata")
+    if usage is None:
+        prompt = completion = total = cached = thought_tokens = None
+    else:
+        prompt = usage.get("promptTokenCount")
+        candidate_tokens = usage.get("candidatesTokenCount")
+        thought_tokens = usage.get("thoughtsTokenCount")
+        total = usage.get("totalTokenCount")
+        cached = usage.get("cachedContentTokenCount")
+        for number in (prompt, candidate_tokens, thought_tokens, total, cached):
+            if number is not None and type(number) is not int:
+                return None
+        completion = (
+            (candidate_tokens or 0) + (thought_tokens or 0)
+            if candidate_tokens is not None or thought_tokens is not None
+            else None
+        )
+    return (
+        key,
+        model,
+        "generateContent",
+        200,
+        "succeeded",
+        None,
+        "".join(thoughts),
+        answer,
+        prompt,
+        completion,
+        total,
+        cached,
+        thought_tokens,
+    )
 
 
 # ---------------------------------------------------------------- HTTP client
