@@ -10,12 +10,15 @@ providers. Printed, all measured in this run:
   * a sequential loop in the reference's style (one job at a time, sleeping
     ``1/rate`` between jobs so it also respects the limit), as a ratio to pairbatch;
   * how many 429s each provider answered (target: none after the first).
+The emulator runs in a child process, as a remote provider would.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +29,7 @@ import pairbatch
 from pairbatch.providers import get_backend
 from pairbatch.registry import read_registry
 from pairbatch.session import Session
-from pairbatch.testing import FaultConfig, ProviderEmulator
+from pairbatch.testing import ProviderEmulator
 
 MODELS = {"openai": "gpt-4.1-mini", "anthropic": "claude-sonnet-4-5", "gemini": "gemini-2.5-flash"}
 DOWNLOADS = {"openai": 1, "anthropic": 1, "gemini": 0}
@@ -106,20 +109,85 @@ async def drain_sequential(emu: ProviderEmulator, root: Path, rate: float) -> fl
     return time.perf_counter() - start
 
 
+SERVE = """
+import asyncio, json, sys
+from pairbatch.testing import FaultConfig, ProviderEmulator
+
+async def main():
+    rate = float(sys.argv[1])
+    faults = {p: FaultConfig(rate_limit=rate, burst=5) for p in ("openai", "anthropic", "gemini")}
+    async with ProviderEmulator(latency=0.2, faults=faults, seed=1) as emu:
+        print(emu.origin, flush=True)
+        loop = asyncio.get_running_loop()
+        while True:
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+            command = line.strip()
+            if not command:
+                return
+            if command == "reset":
+                emu.stats.reset()
+                print("ok", flush=True)
+            elif command == "stats":
+                stats = {p: [emu.stats.count(p), emu.stats.rate_limited[p]]
+                         for p in ("openai", "anthropic", "gemini")}
+                print(json.dumps(stats), flush=True)
+
+asyncio.run(main())
+"""
+
+
+class RemoteEmulator:
+    """The emulator in a child process, as a remote provider would be: the client's
+    event loop and the server's do not compete for one interpreter."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, origin: str) -> None:
+        self.proc, self.origin = proc, origin
+
+    @classmethod
+    async def start(cls, rate: float) -> RemoteEmulator:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            SERVE,
+            str(rate),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        origin = (await proc.stdout.readline()).decode().strip()
+        return cls(proc, origin)
+
+    def base_url(self, provider: str) -> str:
+        return f"{self.origin}/v1" if provider == "openai" else self.origin
+
+    async def command(self, text: str) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(text.encode() + b"\n")
+        await self.proc.stdin.drain()
+        return (await self.proc.stdout.readline()).decode().strip()
+
+    async def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        await self.proc.wait()
+
+
 async def main(n_jobs: int, rate: float) -> None:
     per_provider = n_jobs // len(MODELS)
-    faults = {p: FaultConfig(rate_limit=rate, burst=5) for p in MODELS}
-    with tempfile.TemporaryDirectory() as tmp:
-        async with ProviderEmulator(latency=0.2, faults=faults, seed=1) as emu:
+    emu = await RemoteEmulator.start(rate)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
             for name in ("pairbatch", "sequential"):
-                await submit_all(emu, Path(tmp) / name, per_provider)
+                await submit_all(emu, Path(tmp) / name, per_provider)  # type: ignore[arg-type]
             await asyncio.sleep(1.0)  # every batch has ended
-            emu.stats.reset()
-            ours = await drain_pairbatch(emu, Path(tmp) / "pairbatch", rate)
-            limited = {p: emu.stats.rate_limited[p] for p in MODELS}
-            requests = {p: emu.stats.count(p) for p in MODELS}
-            emu.stats.reset()
-            sequential = await drain_sequential(emu, Path(tmp) / "sequential", rate)
+            await emu.command("reset")
+            ours = await drain_pairbatch(emu, Path(tmp) / "pairbatch", rate)  # type: ignore[arg-type]
+            stats = json.loads(await emu.command("stats"))
+            requests = {p: stats[p][0] for p in MODELS}
+            limited = {p: stats[p][1] for p in MODELS}
+            sequential = await drain_sequential(emu, Path(tmp) / "sequential", rate)  # type: ignore[arg-type]
+    finally:
+        await emu.close()
     needed = {p: per_provider * (1 + DOWNLOADS[p]) for p in MODELS}
     ideal = max(needed[p] / rate for p in MODELS)
     print(f"{per_provider * len(MODELS)} jobs, server limit {rate:g} req/s per provider")
@@ -131,8 +199,7 @@ async def main(n_jobs: int, rate: float) -> None:
     )
     for p in MODELS:
         print(
-            f"  {p:9s}: {requests[p]:5d} requests (needed {needed[p]}), "
-            f"{limited[p]} answered 429"
+            f"  {p:9s}: {requests[p]:5d} requests (needed {needed[p]}), {limited[p]} answered 429"
         )
 
 
