@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 import attrs
@@ -49,3 +50,23 @@ class Emitter:
             self._handler(event)
         except Exception:
             self._log.exception("on_event callback failed for %s", event.kind)
+
+
+@contextlib.contextmanager
+def verbose_logging(verbose: bool) -> Iterator[None]:
+    """``verbose=True`` shows INFO messages even in a script that set up no logging."""
+    logger = logging.getLogger("pairbatch")
+    handler = None
+    if verbose and not logging.getLogger().handlers and not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    previous = logger.level
+    if verbose and (logger.level == logging.NOTSET or logger.level > logging.INFO):
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+        if handler is not None:
+            logger.removeHandler(handler)

@@ -54,8 +54,9 @@ async def cancel_multi_batches(
     finished (their partial results are salvaged) and records the rest as failures.
     Returns the jobs a cancel was sent for.
     """
-    jobs = [j for j in read_registry(output_dir) if not j.done and j.batch_id]
-    registry = Registry(output_dir, read_registry(output_dir))
+    recorded = await asyncio.to_thread(read_registry, output_dir)
+    jobs = [j for j in recorded if not j.done and j.batch_id]
+    registry = Registry(output_dir, recorded)
     cancelled: list[Job] = []
     async with Session(transport=transport, api_keys=api_keys, base_urls=base_urls) as session:
 

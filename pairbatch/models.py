@@ -70,6 +70,14 @@ class BatchStatus:
     # Where the results live, when the provider says so (file ids, URLs, inline flags).
     output_ref: str | None = None
     error_ref: str | None = None
+    # Set by a provider whose own word does not say how a batch ended (Anthropic's
+    # "ended" covers success, expiry and cancellation alike).
+    ending: str | None = None
+
+    @property
+    def outcome(self) -> str:
+        """How the batch ended, for messages and ``batch_failures``."""
+        return self.ending or self.raw_state
 
 
 class JobStatus(enum.StrEnum):

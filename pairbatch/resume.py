@@ -30,7 +30,7 @@ from pairbatch.errors import (
     RetryExhaustedError,
     UnresolvedBatchError,
 )
-from pairbatch.events import Emitter, Event, EventHandler, EventKind
+from pairbatch.events import Emitter, Event, EventHandler, EventKind, verbose_logging
 from pairbatch.models import BatchState, BatchStatus, Job, JobStatus, Provider, utcnow
 from pairbatch.normalize import failed_attempts_from_pairs, normalize_results
 from pairbatch.outcomes import (
@@ -47,12 +47,11 @@ from pairbatch.providers.base import Downloaded
 from pairbatch.registry import Registry, read_registry, registry_path
 from pairbatch.session import Session
 from pairbatch.settings import read_settings
-from pairbatch.transport import Transport
+from pairbatch.transport import DEFAULT_RATE, Transport
 
 log = logging.getLogger("pairbatch.resume")
 
 TAG = "[resume_multi_batches]"
-DEFAULT_RATE = 5.0
 # Statuses that mean the job can never succeed by polling again (wrong key, gone batch).
 _PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 410, 422})
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
@@ -63,7 +62,6 @@ class ResumeOptions:
     """The arguments of :func:`resume_multi_batches` that shape each job's work."""
 
     interval_seconds: float = 60.0
-    per_job_delay: float | None = None
     write_results_csv: bool = False
     keep_jsonl: bool = True
     tag_prefix: str = "<BETTER_SAMPLE>"
@@ -277,8 +275,7 @@ class _Run:
         pairs = await asyncio.to_thread(_segment_pairs, job)
         received_at = utcnow()
         has_output = status.output_ref is not None or status.error_ref is not None
-        # Anthropic says "ended" for every ending; our state says how it ended.
-        word = status.state.value if status.raw_state == "ended" else status.raw_state
+        word = status.outcome
         results: pl.DataFrame | None = None
         failure: pl.DataFrame | None = None
         salvaged = 0
@@ -407,26 +404,6 @@ def _reconcile_counts(job: Job, status: BatchStatus, lines: int) -> None:
         )
 
 
-@contextlib.contextmanager
-def _verbose_logging(verbose: bool) -> Any:
-    """``verbose=True`` shows INFO messages even in a script that set up no logging."""
-    logger = logging.getLogger("pairbatch")
-    handler = None
-    if verbose and not logging.getLogger().handlers and not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-    previous = logger.level
-    if verbose and (logger.level == logging.NOTSET or logger.level > logging.INFO):
-        logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.setLevel(previous)
-        if handler is not None:
-            logger.removeHandler(handler)
-
-
 def _rate_limits(
     per_job_delay: float | None, rate_limits: Mapping[str, float] | None
 ) -> dict[str, float]:
@@ -477,10 +454,9 @@ async def iter_completed(
         raise InputError("'interval_seconds' must be >= 0")
     if openai_max_retries < 1 or max_tries < 1:
         raise InputError("'openai_max_retries' and 'max_tries' must be at least 1")
-    job_list, out_dir = load_jobs(jobs, output_dir)
+    job_list, out_dir = await asyncio.to_thread(load_jobs, jobs, output_dir)
     options = ResumeOptions(
         interval_seconds=float(interval_seconds),
-        per_job_delay=per_job_delay,
         write_results_csv=write_results_csv,
         keep_jsonl=keep_jsonl,
         tag_prefix=tag_prefix,
@@ -503,7 +479,7 @@ async def iter_completed(
         max_tries=tries,
     )
     run = _Run(job_list, out_dir, options, session, registry, Emitter(on_event, log))
-    with _verbose_logging(verbose):
+    with verbose_logging(verbose):
         tasks: list[asyncio.Task[JobOutcome]] = []
         entered = False
         try:
@@ -596,7 +572,7 @@ async def resume_multi_batches(
     seconds). Jobs completed in earlier runs are included in ``combined``. A ``transport``
     passed in is shared as it is: its own rate limits apply, not ``rate_limits``.
     """
-    job_list, out_dir = load_jobs(jobs, output_dir)
+    job_list, out_dir = await asyncio.to_thread(load_jobs, jobs, output_dir)
     outcomes: dict[int, JobOutcome] = {}
     gen = iter_completed(
         job_list,
@@ -631,7 +607,7 @@ async def resume_multi_batches(
     failed = concat_frames([o.failed_attempts for o in ordered if o.failed_attempts is not None])
     failures = concat_frames([o.batch_failure for o in ordered if o.batch_failure is not None])
     written: Path | None = None
-    with _verbose_logging(verbose):
+    with verbose_logging(verbose):
         if write_combined_csv and combined is not None:
             written = resolve_combined_path(out_dir, combined_csv_path)
             await asyncio.to_thread(write_combined_csv_file, combined, written)

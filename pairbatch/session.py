@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any
 
 from pairbatch.models import Provider
 from pairbatch.providers import get_backend
@@ -76,5 +75,6 @@ class Session:
         if self._owns_transport:
             await self.transport.__aexit__(exc_type, exc, tb)
 
-    def counters(self) -> dict[str, Any]:
-        return dict(getattr(self.transport, "counters", lambda: {})())
+    def counters(self) -> dict[str, int]:
+        """Requests, retries and 429s so far (the transport's counters)."""
+        return self.transport.counters()

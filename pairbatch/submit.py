@@ -20,7 +20,7 @@ import attrs
 import polars as pl
 
 from pairbatch.errors import InputError, PairbatchError, ProviderError, UnresolvedBatchError
-from pairbatch.events import Emitter, Event, EventHandler, EventKind
+from pairbatch.events import Emitter, Event, EventHandler, EventKind, verbose_logging
 from pairbatch.models import Job, JobStatus, Provider, utcnow
 from pairbatch.pairs import (
     PairsSource,
@@ -36,7 +36,6 @@ from pairbatch.providers import get_backend
 from pairbatch.providers.base import BatchClient, write_request_file
 from pairbatch.registry import COLUMNS, Registry
 from pairbatch.registry import write_registry as write_registry_file
-from pairbatch.resume import _verbose_logging
 from pairbatch.session import Session
 from pairbatch.settings import write_settings
 from pairbatch.transport import Transport
@@ -116,7 +115,8 @@ async def submit_pairs_multi_batch(
     through as keyword arguments and are validated before anything is written. A segment
     that fails to submit is recorded with ``status="submit_failed"`` (see
     :attr:`SubmitResult.failed`) and the others go on; ``resume_multi_batches`` sends it
-    again after checking that no batch for it exists.
+    again after checking that no batch for it exists. ``keep_jsonl`` is accepted for the
+    reference's signature; as there, request files are only ever deleted by resume.
     """
     provider = Provider.parse(backend)
     if not isinstance(model, str) or not model.strip():
@@ -129,8 +129,7 @@ async def submit_pairs_multi_batch(
     template = validate_template(prompt_template)
     backend_impl = get_backend(provider)
     options = backend_impl.prepare_options(model, provider_options)
-    table = with_pair_keys(load_pairs(pairs))
-    segments = split_pairs(table, batch_size=batch_size, n_segments=n_segments)
+    segments = await asyncio.to_thread(_load_segments, pairs, batch_size, n_segments)
     out_dir = (
         Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="pairbatch_"))
     )
@@ -241,7 +240,7 @@ async def submit_pairs_multi_batch(
         emit(Event(EventKind.SUBMIT_FAILED, job, detail=str(exc)))
         return job
 
-    with _verbose_logging(verbose):
+    with verbose_logging(verbose):
         try:
             async with session:
                 submitted = await asyncio.gather(
@@ -250,8 +249,6 @@ async def submit_pairs_multi_batch(
         finally:
             if registry is not None:
                 await asyncio.shield(registry.close())
-    if not keep_jsonl:
-        log.debug("keep_jsonl=False takes effect in resume, after results are parsed")
     failures = [job for job in submitted if job.batch_id is None]
     if failures:
         log.error(
@@ -261,6 +258,13 @@ async def submit_pairs_multi_batch(
             len(submitted),
         )
     return SubmitResult(jobs=list(submitted), output_dir=out_dir, run_tag=run_tag)
+
+
+def _load_segments(
+    pairs: PairsSource, batch_size: int | None, n_segments: int | None
+) -> list[pl.DataFrame]:
+    table = with_pair_keys(load_pairs(pairs))
+    return split_pairs(table, batch_size=batch_size, n_segments=n_segments)
 
 
 async def create_batch(

@@ -364,6 +364,7 @@ def _status(batch_id: str, batch: dict[str, Any]) -> BatchStatus:
         batch_id=batch_id,
         state=state,
         raw_state=raw,
+        ending=state.value if raw == "ended" else None,
         counts=RequestCounts(
             total=succeeded + failed + processing,
             succeeded=succeeded,

@@ -147,11 +147,10 @@ def read_request_lines(path: str | os.PathLike[str]) -> Iterator[bytes]:
 
 @attrs.frozen
 class Downloaded:
-    """Where a finished batch's results were written, and how many lines they hold."""
+    """Where a finished batch's results (and error lines) were written."""
 
     output_path: Path | None
     error_path: Path | None = None
-    lines: int = 0
 
 
 class BatchClient(Protocol):
