@@ -37,6 +37,8 @@ class TokenBucket:
     pauses only ever extend. ``penalize`` halves the rate after a 429 (once per
     congestion event) and successful grants win it back additively, never above the
     configured rate, so the ``burst + rate * t`` bound holds for the configured rate.
+    A waiter the event loop wakes late is owed the lost time, up to ``timer_slack``
+    seconds (the bound is then ``burst + rate * (t + timer_slack)``).
     """
 
     # After a penalty the rate climbs back by this fraction of the configured rate per
@@ -48,6 +50,9 @@ class TokenBucket:
     # provider for a day; past this cap the next request gets the server's own 429, and
     # the retry policy decides what to do with it.
     max_header_pause = 60.0
+    # How late (seconds) a waiter may wake and still be owed the time: the bound becomes
+    # ``burst + rate * (t + timer_slack)``, a difference no server can tell from jitter.
+    timer_slack = 0.005
 
     def __init__(
         self,
@@ -84,7 +89,14 @@ class TokenBucket:
 
     def _refill(self, now: float) -> None:
         if now > self._updated:
-            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+            cap = self.burst
+            if self._waiters:
+                # Tokens that came due while a request was waiting for them belong to it:
+                # a waiter woken late by a busy event loop makes the time up on the next
+                # grants instead of losing it for good (at 50 req/s, 1 ms late per grant
+                # would cost 5% of the rate). Bounded by ``timer_slack``.
+                cap += min(self.rate * self.timer_slack, 1.0)
+            self._tokens = min(cap, self._tokens + (now - self._updated) * self.rate)
             self._updated = now
 
     def _delay(self, tokens: float) -> float:

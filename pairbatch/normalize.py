@@ -10,6 +10,7 @@ extra result lines for an already-answered key become additional failed attempts
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import datetime
 
 import attrs
@@ -69,10 +70,12 @@ def coerce_pairs(pairs: pl.DataFrame) -> pl.DataFrame:
                 break
         else:
             raise InputError("`pairs` must contain columns: ID1, ID2")
-    frame = frame.with_columns(pl.col("ID1", "ID2").cast(pl.Utf8))
-    for column in ("text1", "text2"):
-        if column not in frame.columns:
-            frame = frame.with_columns(pl.lit(None, dtype=pl.Utf8).alias(column))
+    schema = frame.schema
+    if schema["ID1"] != pl.Utf8 or schema["ID2"] != pl.Utf8:
+        frame = frame.with_columns(pl.col("ID1", "ID2").cast(pl.Utf8))
+    missing_text = [c for c in ("text1", "text2") if c not in schema]
+    if missing_text:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.Utf8).alias(c) for c in missing_text)
     if any(c not in frame.columns for c in _KEYS):
         frame = with_pair_keys(
             frame.drop([c for c in _KEYS if c != "pair_uid" and c in frame.columns])
@@ -80,9 +83,7 @@ def coerce_pairs(pairs: pl.DataFrame) -> pl.DataFrame:
     return frame
 
 
-def _meta(
-    backend: str, model: str, segment_index: int | None, batch_id: str | None
-) -> list[pl.Expr]:
+def _meta(backend: str, segment_index: int | None, batch_id: str | None) -> list[pl.Expr]:
     return [
         pl.lit(backend, dtype=pl.Utf8).alias("backend"),
         pl.lit(segment_index, dtype=pl.Int64).alias("segment_index"),
@@ -90,14 +91,14 @@ def _meta(
     ]
 
 
-def _phase_iter(frame: pl.DataFrame) -> list[pl.Expr]:
+def _phase_iter(columns: Collection[str]) -> list[pl.Expr]:
     return [
-        (
-            pl.col("phase").cast(pl.Utf8) if "phase" in frame.columns else pl.lit(None, pl.Utf8)
-        ).alias("phase"),
+        (pl.col("phase").cast(pl.Utf8) if "phase" in columns else pl.lit(None, pl.Utf8)).alias(
+            "phase"
+        ),
         (
             pl.col("iter").cast(pl.Int64, strict=False)
-            if "iter" in frame.columns
+            if "iter" in columns
             else pl.lit(None, pl.Int64)
         ).alias("iter"),
     ]
@@ -113,6 +114,65 @@ def _select_failed(frame: pl.DataFrame) -> pl.DataFrame:
 
 def empty_failed() -> pl.DataFrame:
     return pl.DataFrame(schema=FAILED_SCHEMA)
+
+
+# The expressions that do not depend on a call's arguments are built once: for the small
+# segments of a big run, building Polars expressions costs more than running them.
+_RESULT_ITEMS = list(RESULT_SCHEMA.items())
+# The plans below are written minimal, and what two of them share is materialised once;
+# on 2-row segments the optimiser's passes and the streaming engine cost more than the
+# whole work, and at 200,000 rows they save nothing measurable.
+_AS_WRITTEN = pl.QueryOptFlags.none()
+_CONFORM_RAW = [pl.col(name).cast(dtype) for name, dtype in RESULT_SCHEMA.items()]
+# Inside normalize_results every FAILED_SCHEMA column exists: pair keys from the pairs,
+# the rest from the result schema or added on the way.
+_SELECT_FAILED = [pl.col(name).cast(dtype) for name, dtype in FAILED_SCHEMA.items()]
+_BETTER_ID = (
+    pl.when(pl.col("better_sample") == "SAMPLE_1")
+    .then(pl.col("ID1"))
+    .when(pl.col("better_sample") == "SAMPLE_2")
+    .then(pl.col("ID2"))
+    .alias("better_id")
+)
+_WINNER_POS = (
+    pl.when(pl.col("better_id") == pl.col("A_id"))
+    .then(pl.lit(1, pl.Int64))
+    .when(pl.col("better_id") == pl.col("B_id"))
+    .then(pl.lit(2, pl.Int64))
+    .alias("winner_pos")
+)
+_VALID = pl.col("winner_pos").is_not_null()
+_UNMATCHED = ~pl.col("_matched")
+_ENDED = pl.col("result_type").is_in(["errored", "failed", "canceled", "expired"])
+_MESSAGE = pl.col("error_message").fill_null("")
+_ERROR_CODE = (
+    pl.when(_UNMATCHED)
+    .then(pl.lit("http_error"))
+    .when(_MESSAGE.str.contains(r"(?i)timeout|timed out"))
+    .then(pl.lit("timeout"))
+    .when(_MESSAGE.str.contains(r"(?i)parse"))
+    .then(pl.lit("parse_error"))
+    .when(pl.col("status_code") >= 400)
+    .then(pl.lit("http_error"))
+    .when(_ENDED)
+    .then(pl.lit("http_error"))
+    .when(pl.col("better_id").is_null())
+    .then(pl.lit("backend_missing_fields"))
+    .otherwise(pl.lit("invalid_winner"))
+    .alias("error_code")
+)
+# The detail of an answered pair; an unanswered one's depends on the batch's status.
+_ANSWERED_DETAIL = (
+    pl.when(pl.col("error_message").is_not_null())
+    .then(pl.col("error_message"))
+    .when(pl.col("status_code").is_not_null() & (pl.col("status_code") >= 400))
+    .then(pl.format("HTTP {}", pl.col("status_code")))
+    .when(_ENDED)
+    .then(pl.format("Request {}", pl.col("result_type")))
+    .when(pl.col("better_id").is_null())
+    .then(pl.lit("No winner tag found in the response"))
+    .otherwise(pl.format("Invalid winner: {}", pl.col("better_id")))
+)
 
 
 def normalize_results(
@@ -131,130 +191,113 @@ def normalize_results(
     ``batch_status`` (e.g. ``"expired"``) marks a batch that ended before every request
     ran: its unanswered pairs get ``error_detail = "Batch status: <status>"``.
     """
-    when = received_at or utcnow()
     frame = coerce_pairs(pairs)
     raw = raw if raw.width else empty_results()
-    # A raw frame from elsewhere (a CSV, an older run) may miss columns or carry other
-    # dtypes; the typed frames downstream must not depend on that.
-    raw = raw.select(
-        pl.col(name).cast(dtype) if name in raw.columns else pl.lit(None, dtype=dtype).alias(name)
-        for name, dtype in RESULT_SCHEMA.items()
-    )
+    if list(raw.schema.items()) != _RESULT_ITEMS:
+        # A raw frame from elsewhere (a CSV, an older run) may miss columns or carry
+        # other dtypes; the typed frames downstream must not depend on that.
+        raw = raw.select(
+            expr if name in raw.columns else pl.lit(None, dtype=dtype).alias(name)
+            for expr, (name, dtype) in zip(_CONFORM_RAW, RESULT_SCHEMA.items(), strict=True)
+        )
     if "custom_id" not in frame.columns:
-        # A hand-made registry's pairs carry no keys: align by row order, as the
-        # reference's last resort does, and only when that is unambiguous.
-        raw_keys = raw.get_column("custom_id")
-        if raw.height != frame.height:
-            raise InputError("Unable to align raw results with pairs (no custom_id, counts differ)")
-        if raw_keys.null_count() or raw_keys.n_unique() != raw_keys.len():
-            raise InputError(
-                "Unable to align raw results with pairs (no custom_id, and the results' "
-                "custom_ids are missing or repeated)"
-            )
-        frame = frame.with_columns(raw_keys.alias("custom_id"))
-    raw = raw.with_row_index("_line")
+        frame = _align_by_order(raw, frame)
+    # A few lazy plans, each collected once with the optimiser off: the steps are many but
+    # each is tiny, and what two plans share is materialised rather than recomputed.
+    at = pl.lit(received_at or utcnow(), dtype=_TS)
+    meta = _meta(backend, segment_index, batch_id)
+    model_or_default = pl.coalesce(pl.col("model"), pl.lit(model, dtype=pl.Utf8)).alias("model")
+    phase_iter = _phase_iter(frame.columns)
+    ids = frame.get_column("custom_id").drop_nulls().implode()
     # A line whose key could not be recovered (null) can match no pair: it is logged with
-    # the unknown ones rather than vanishing in the filters below.
-    known = (
-        raw.get_column("custom_id")
-        .is_in(frame.get_column("custom_id").drop_nulls().implode())
-        .fill_null(False)
+    # the unknown ones rather than vanishing in the filters below. A key is either known
+    # or not, so "last line for its key" needs no filtering first.
+    flagged = _collect(
+        raw.lazy().with_columns(
+            pl.col("custom_id").is_in(ids).fill_null(False).alias("_known"),
+            pl.col("custom_id").is_last_distinct().alias("_last"),
+        )
+    ).lazy()
+    unknown = flagged.filter(~pl.col("_known")).select("custom_id")
+    kept = (
+        flagged.filter(pl.col("_known") & pl.col("_last"))
+        .drop("_known", "_last")
+        .with_columns(pl.lit(True).alias("_matched"))
     )
-    unknown = raw.filter(~known)
-    if unknown.height:
+    duplicates = flagged.filter(pl.col("_known") & ~pl.col("_last")).drop("_known", "_last")
+
+    pair_columns = [c for c in frame.columns if c not in RESULT_SCHEMA or c == "custom_id"]
+    joined = _collect(
+        frame.lazy()
+        .select(pair_columns)
+        .join(kept, on="custom_id", how="left", maintain_order="left")
+        .with_columns(pl.col("_matched").fill_null(False), _BETTER_ID, model_or_default, *meta)
+        .with_columns(_WINNER_POS)
+    ).lazy()
+    results = (
+        joined.filter(_VALID).with_columns(at.alias("received_at"), *phase_iter).drop("_matched")
+    )
+    missing_detail = f"Batch status: {batch_status}" if batch_status else MISSING_DETAIL
+    failed = (
+        joined.filter(~_VALID)
+        .with_columns(
+            _ERROR_CODE,
+            pl.when(_UNMATCHED)
+            .then(pl.lit(missing_detail))
+            .otherwise(_ANSWERED_DETAIL)
+            .alias("error_detail"),
+            at.alias("attempted_at"),
+            pl.lit(False).alias("is_duplicate"),
+            *phase_iter,
+        )
+        .select(_SELECT_FAILED)
+    )
+    keys = frame.lazy().select(
+        "custom_id", *_KEYS, *[c for c in ("phase", "iter") if c in frame.columns]
+    )
+    repeated = (
+        duplicates.join(keys, on="custom_id", how="left", maintain_order="left")
+        .with_columns(
+            model_or_default,
+            *meta,
+            pl.lit("http_error").alias("error_code"),
+            pl.lit(DUPLICATE_DETAIL).alias("error_detail"),
+            at.alias("attempted_at"),
+            pl.lit(True).alias("is_duplicate"),
+            *phase_iter,
+        )
+        .select(_SELECT_FAILED)
+    )
+    stray, valid, invalid, extra = pl.collect_all(
+        [unknown, results, failed, repeated], engine="in-memory", optimizations=_AS_WRITTEN
+    )
+    if stray.height:
         log.warning(
             "segment %s: %d result line(s) match no pair (custom_id %s...); ignored",
             segment_index,
-            unknown.height,
-            unknown.get_column("custom_id").head(3).to_list(),
+            stray.height,
+            stray.get_column("custom_id").head(3).to_list(),
         )
-    raw = raw.filter(known)
-    last = raw.select(pl.col("custom_id").is_last_distinct()).to_series()
-    kept = raw.filter(last).drop("_line").with_columns(pl.lit(True).alias("_matched"))
-    duplicates = raw.filter(~last).drop("_line")
+    failed_attempts = pl.concat([invalid, extra]) if extra.height else invalid
+    return Normalized(results=valid, failed_attempts=failed_attempts)
 
-    pair_columns = [c for c in frame.columns if c not in RESULT_SCHEMA or c == "custom_id"]
-    joined = frame.select(pair_columns).join(
-        kept, on="custom_id", how="left", maintain_order="left"
-    )
-    joined = joined.with_columns(
-        pl.col("_matched").fill_null(False),
-        pl.when(pl.col("better_sample") == "SAMPLE_1")
-        .then(pl.col("ID1"))
-        .when(pl.col("better_sample") == "SAMPLE_2")
-        .then(pl.col("ID2"))
-        .alias("better_id"),
-        pl.coalesce(pl.col("model"), pl.lit(model, dtype=pl.Utf8)).alias("model"),
-        *_meta(backend, model, segment_index, batch_id),
-    )
-    joined = joined.with_columns(
-        pl.when(pl.col("better_id") == pl.col("A_id"))
-        .then(pl.lit(1, pl.Int64))
-        .when(pl.col("better_id") == pl.col("B_id"))
-        .then(pl.lit(2, pl.Int64))
-        .alias("winner_pos")
-    )
-    valid = pl.col("winner_pos").is_not_null()
-    results = (
-        joined.filter(valid)
-        .with_columns(pl.lit(when, dtype=_TS).alias("received_at"), *_phase_iter(joined))
-        .drop("_matched")
-    )
 
-    message = pl.col("error_message").fill_null("")
-    missing_detail = f"Batch status: {batch_status}" if batch_status else MISSING_DETAIL
-    code = (
-        pl.when(~pl.col("_matched"))
-        .then(pl.lit("http_error"))
-        .when(message.str.contains(r"(?i)timeout|timed out"))
-        .then(pl.lit("timeout"))
-        .when(message.str.contains(r"(?i)parse"))
-        .then(pl.lit("parse_error"))
-        .when(pl.col("status_code") >= 400)
-        .then(pl.lit("http_error"))
-        .when(pl.col("result_type").is_in(["errored", "failed", "canceled", "expired"]))
-        .then(pl.lit("http_error"))
-        .when(pl.col("better_id").is_null())
-        .then(pl.lit("backend_missing_fields"))
-        .otherwise(pl.lit("invalid_winner"))
-    )
-    detail = (
-        pl.when(~pl.col("_matched"))
-        .then(pl.lit(missing_detail))
-        .when(pl.col("error_message").is_not_null())
-        .then(pl.col("error_message"))
-        .when(pl.col("status_code").is_not_null() & (pl.col("status_code") >= 400))
-        .then(pl.format("HTTP {}", pl.col("status_code")))
-        .when(pl.col("result_type").is_in(["errored", "failed", "canceled", "expired"]))
-        .then(pl.format("Request {}", pl.col("result_type")))
-        .when(pl.col("better_id").is_null())
-        .then(pl.lit("No winner tag found in the response"))
-        .otherwise(pl.format("Invalid winner: {}", pl.col("better_id")))
-    )
-    failed = joined.filter(~valid).with_columns(
-        code.alias("error_code"),
-        detail.alias("error_detail"),
-        pl.lit(when, dtype=_TS).alias("attempted_at"),
-        pl.lit(False).alias("is_duplicate"),
-        *_phase_iter(joined),
-    )
-    frames = [_select_failed(failed)]
-    if duplicates.height:
-        keys = frame.select(
-            "custom_id", *_KEYS, *[c for c in ("phase", "iter") if c in frame.columns]
+def _collect(plan: pl.LazyFrame) -> pl.DataFrame:
+    return plan.collect(engine="in-memory", optimizations=_AS_WRITTEN)
+
+
+def _align_by_order(raw: pl.DataFrame, frame: pl.DataFrame) -> pl.DataFrame:
+    """A hand-made registry's pairs carry no keys: align by row order, as the
+    reference's last resort does, and only when that is unambiguous."""
+    raw_keys = raw.get_column("custom_id")
+    if raw.height != frame.height:
+        raise InputError("Unable to align raw results with pairs (no custom_id, counts differ)")
+    if raw_keys.null_count() or raw_keys.n_unique() != raw_keys.len():
+        raise InputError(
+            "Unable to align raw results with pairs (no custom_id, and the results' "
+            "custom_ids are missing or repeated)"
         )
-        extra = duplicates.join(keys, on="custom_id", how="left", maintain_order="left")
-        extra = extra.with_columns(
-            pl.coalesce(pl.col("model"), pl.lit(model, dtype=pl.Utf8)).alias("model"),
-            *_meta(backend, model, segment_index, batch_id),
-            pl.lit("http_error").alias("error_code"),
-            pl.lit(DUPLICATE_DETAIL).alias("error_detail"),
-            pl.lit(when, dtype=_TS).alias("attempted_at"),
-            pl.lit(True).alias("is_duplicate"),
-            *_phase_iter(extra),
-        )
-        frames.append(_select_failed(extra))
-    return Normalized(results=results, failed_attempts=pl.concat(frames))
+    return frame.with_columns(raw_keys.alias("custom_id"))
 
 
 def failed_attempts_from_pairs(
@@ -274,11 +317,11 @@ def failed_attempts_from_pairs(
         frame = frame.with_columns(pl.lit(None, dtype=pl.Utf8).alias("custom_id"))
     out = frame.with_columns(
         pl.lit(model, dtype=pl.Utf8).alias("model"),
-        *_meta(backend, model, segment_index, batch_id),
+        *_meta(backend, segment_index, batch_id),
         pl.lit(error_code).alias("error_code"),
         pl.lit(error_detail).alias("error_detail"),
         pl.lit(attempted_at or utcnow(), dtype=_TS).alias("attempted_at"),
         pl.lit(False).alias("is_duplicate"),
-        *_phase_iter(frame),
+        *_phase_iter(frame.columns),
     )
     return _select_failed(out)

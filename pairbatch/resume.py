@@ -269,65 +269,18 @@ class _Run:
                     self.emit(Event(EventKind.RETRY, job, detail=str(exc)))
 
     async def finish(self, job: Job, status: BatchStatus) -> JobOutcome:
-        """Download, parse, normalise and persist a terminal batch; then mark it done."""
-        backend = get_backend(job.provider)
+        """Download a terminal batch, settle it on disk, then mark it done."""
         client = self.session.client(job.provider)
-        pairs = await asyncio.to_thread(_segment_pairs, job)
-        received_at = utcnow()
-        has_output = status.output_ref is not None or status.error_ref is not None
-        word = status.outcome
-        results: pl.DataFrame | None = None
-        failure: pl.DataFrame | None = None
-        salvaged = 0
-        if status.state is BatchState.SUCCEEDED or has_output:
-            downloaded: Downloaded = await client.download(job, status)
-            raw = await asyncio.to_thread(
-                _parse,
-                backend,
-                downloaded,
-                self.options.tag_prefix,
-                self.options.tag_suffix,
-            )
-            _reconcile_counts(job, status, raw.height)
-            normalized = await asyncio.to_thread(
-                normalize_results,
-                raw,
-                pairs,
-                backend=job.provider.value,
-                model=job.model,
-                segment_index=job.segment_index,
-                batch_id=job.batch_id,
-                received_at=received_at,
-                batch_status=None if status.state is BatchState.SUCCEEDED else word,
-            )
-            results, failed = normalized.results, normalized.failed_attempts
-            salvaged = results.height
-        else:
-            failed = await asyncio.to_thread(
-                failed_attempts_from_pairs,
-                pairs,
-                backend=job.provider.value,
-                model=job.model,
-                error_code="http_error",
-                error_detail=f"Batch status: {status.raw_state}",
-                attempted_at=received_at,
-                segment_index=job.segment_index,
-                batch_id=job.batch_id,
-            )
-        if status.state is not BatchState.SUCCEEDED:
-            detail = f"Batch status: {word}"
-            if salvaged:
-                detail += f" ({salvaged} of {pairs.height} results salvaged)"
-            failure = batch_failure_frame(job, word, detail, received_at)
-        await asyncio.to_thread(
-            persist_outcome,
-            job,
-            results,
-            failed,
-            write_results_csv=self.options.write_results_csv and results is not None,
+        downloaded: Downloaded | None = None
+        if status.state is BatchState.SUCCEEDED or (
+            status.output_ref is not None or status.error_ref is not None
+        ):
+            downloaded = await client.download(job, status)
+        # Everything else is file and CPU work: one trip to a worker thread, not one per
+        # step, so the event loop keeps its requests on time.
+        results, failed, failure = await asyncio.to_thread(
+            _settle, job, status, downloaded, self.options
         )
-        if status.state is BatchState.SUCCEEDED and not self.options.keep_jsonl:
-            await asyncio.to_thread(_delete_jsonl, job)
         job = await self.record(
             job.transition(
                 done=True,
@@ -352,6 +305,60 @@ def _delete_jsonl(job: Job) -> None:
     for path in (job.batch_input_path, job.batch_output_path, job.error_output_path):
         with contextlib.suppress(FileNotFoundError):
             Path(path).unlink()
+
+
+def _settle(
+    job: Job, status: BatchStatus, downloaded: Downloaded | None, options: ResumeOptions
+) -> tuple[pl.DataFrame | None, pl.DataFrame, pl.DataFrame | None]:
+    """Parse, normalise and persist a terminal batch (blocking; run in a worker thread).
+
+    Returns its results (``None`` when the batch produced none), failed attempts and, for a
+    batch that did not succeed, its one-row batch failure.
+    """
+    pairs = _segment_pairs(job)
+    received_at = utcnow()
+    word = status.outcome
+    results: pl.DataFrame | None = None
+    if downloaded is not None:
+        raw = _parse(get_backend(job.provider), downloaded, options.tag_prefix, options.tag_suffix)
+        _reconcile_counts(job, status, raw.height)
+        normalized = normalize_results(
+            raw,
+            pairs,
+            backend=job.provider.value,
+            model=job.model,
+            segment_index=job.segment_index,
+            batch_id=job.batch_id,
+            received_at=received_at,
+            batch_status=None if status.state is BatchState.SUCCEEDED else word,
+        )
+        results, failed = normalized.results, normalized.failed_attempts
+    else:
+        failed = failed_attempts_from_pairs(
+            pairs,
+            backend=job.provider.value,
+            model=job.model,
+            error_code="http_error",
+            error_detail=f"Batch status: {status.raw_state}",
+            attempted_at=received_at,
+            segment_index=job.segment_index,
+            batch_id=job.batch_id,
+        )
+    failure = None
+    if status.state is not BatchState.SUCCEEDED:
+        detail = f"Batch status: {word}"
+        if results is not None and results.height:
+            detail += f" ({results.height} of {pairs.height} results salvaged)"
+        failure = batch_failure_frame(job, word, detail, received_at)
+    persist_outcome(
+        job,
+        results,
+        failed,
+        write_results_csv=options.write_results_csv and results is not None,
+    )
+    if status.state is BatchState.SUCCEEDED and not options.keep_jsonl:
+        _delete_jsonl(job)
+    return results, failed, failure
 
 
 def _segment_pairs(job: Job) -> pl.DataFrame:

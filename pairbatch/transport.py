@@ -559,10 +559,23 @@ class Transport:
         async def attempt() -> int:
             nonlocal tries
             tries += 1
+            # Measured before the bucket grant: between a grant and its send there must be
+            # no wait (a thread hop could be long), or sends bunch up past the server's limit.
+            have = await asyncio.to_thread(_size, part) if tries > 1 and state.resumable else 0
             granted_at = await self._admit(provider, tries == 1)
             async with self._gate():
                 return await self._stream_once(
-                    provider, url, part, headers, params, policy, where, redact, state, granted_at
+                    provider,
+                    url,
+                    part,
+                    have,
+                    headers,
+                    params,
+                    policy,
+                    where,
+                    redact,
+                    state,
+                    granted_at,
                 )
 
         try:
@@ -580,6 +593,7 @@ class Transport:
         provider: str,
         url: str,
         part: Path,
+        have: int,
         headers: Mapping[str, str],
         params: Mapping[str, str] | None,
         policy: RetryPolicy,
@@ -588,7 +602,6 @@ class Transport:
         state: _Resume,
         granted_at: float,
     ) -> int:
-        have = await asyncio.to_thread(_size, part) if state.resumable else 0
         send = {k: v for k, v in headers.items() if k.lower() not in ("range", "if-range")}
         if not any(k.lower() == "accept-encoding" for k in send):
             # Content-Length and Range must count the bytes we store, not a gzip of them.
@@ -624,7 +637,7 @@ class Transport:
                     offset = have
                 length = None if encoded else resp.content_length
                 expected = None if length is None else offset + length
-                writer = _ChunkWriter(await asyncio.to_thread(_open, part, offset > 0))
+                writer = _ChunkWriter(part, append=offset > 0)
                 written = offset
                 try:
                     async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
@@ -662,13 +675,16 @@ def _range_start(content_range: str | None) -> int | None:
 class _ChunkWriter:
     """Writes chunks in a worker thread, one write in flight while the next chunk is read.
 
-    Network chunks (often 16–64 KiB) are gathered into ~1 MiB batches, handed over as a
+    Network chunks (often 16-64 KiB) are gathered into ~1 MiB batches, handed over as a
     list (no copying), so the thread hop is paid per MiB, not per packet. At most two
-    batches exist at a time: memory stays flat however large the body.
+    batches exist at a time: memory stays flat however large the body. The file is opened
+    by the first write, so a small body costs one hop in all (open, write, fsync, close).
     """
 
-    def __init__(self, handle: IO[bytes]) -> None:
-        self._handle = handle
+    def __init__(self, path: Path, *, append: bool) -> None:
+        self._path = path
+        self._append = append
+        self._handle: IO[bytes] | None = None
         self._batch: list[bytes] = []
         self._batched = 0
         self._pending: asyncio.Future[None] | None = None
@@ -677,26 +693,37 @@ class _ChunkWriter:
         self._batch.append(chunk)
         self._batched += len(chunk)
         if self._batched >= CHUNK_BYTES:
-            await self._flush()
+            await self._wait()
+            batch, self._batch, self._batched = self._batch, [], 0
+            self._pending = asyncio.ensure_future(asyncio.to_thread(self._write, batch))
 
-    async def _flush(self) -> None:
+    async def _wait(self) -> None:
         if self._pending is not None:
             pending, self._pending = self._pending, None
             await pending
-        if self._batch:
-            batch, self._batch, self._batched = self._batch, [], 0
-            self._pending = asyncio.ensure_future(asyncio.to_thread(self._handle.writelines, batch))
+
+    def _write(self, batch: list[bytes]) -> None:
+        if self._handle is None:
+            self._handle = _open(self._path, self._append)
+        self._handle.writelines(batch)
+
+    def _finish(self, batch: list[bytes]) -> None:
+        try:
+            self._write(batch)
+        finally:
+            if self._handle is not None:
+                _close(self._handle)
 
     async def close(self) -> None:
         """Write what is left, fsync and close, even when the body failed midway: the
         bytes on disk are what a resumed attempt continues from."""
+        batch: list[bytes] = []
         try:
-            await self._flush()
-            if self._pending is not None:
-                pending, self._pending = self._pending, None
-                await pending
+            await self._wait()
+            batch = self._batch  # only after the earlier writes all succeeded
         finally:
-            await asyncio.shield(asyncio.to_thread(_close, self._handle))
+            self._batch, self._batched = [], 0
+            await asyncio.shield(asyncio.to_thread(self._finish, batch))
 
 
 def _prepare(part: Path) -> None:

@@ -21,7 +21,9 @@ from tests.engine_helpers import MODELS, study_pairs
 POLICY = RetryPolicy(max_tries=6, base_delay=0.01, max_delay=0.05)
 
 
-def prepare(tmp_path: Path, provider: str, n: int = 8, **options: object) -> tuple[Job, pl.DataFrame, dict]:
+def prepare(
+    tmp_path: Path, provider: str, n: int = 8, **options: object
+) -> tuple[Job, pl.DataFrame, dict]:
     backend = get_backend(provider)
     prepared = backend.prepare_options(MODELS[provider], options)
     segment = assign_custom_ids(with_pair_keys(load_pairs(study_pairs(n))), "pbclient", 1, 0)
@@ -79,9 +81,10 @@ CASES = [
 @pytest.mark.parametrize(("provider", "options"), CASES)
 async def test_full_cycle(tmp_path: Path, provider: str, options: dict[str, object]) -> None:
     faults = {provider: FaultConfig(server_error_rate=0.2, reset_rate=0.05)}
-    async with ProviderEmulator(latency=0.2, faults=faults, seed=3) as emu, session_for(
-        emu
-    ) as session:
+    async with (
+        ProviderEmulator(latency=0.2, faults=faults, seed=3) as emu,
+        session_for(emu) as session,
+    ):
         job, segment, prepared = prepare(tmp_path, provider, **options)
         client = session.client(provider)
         batch_id = await client.submit(job, Path(job.batch_input_path), prepared)

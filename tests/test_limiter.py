@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 from datetime import UTC, datetime, timedelta
@@ -231,7 +232,9 @@ async def test_observe_remaining_pauses_until_reset() -> None:
 async def test_observe_headers_openai_and_anthropic() -> None:
     t = FakeTime()
     bucket = t.bucket(rate=100)
-    bucket.observe_headers({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1.5s"})
+    bucket.observe_headers(
+        {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1.5s"}
+    )
     assert bucket.paused_until == 1.5
     reset = (datetime.now(UTC) + timedelta(seconds=20)).isoformat().replace("+00:00", "Z")
     bucket.observe_headers(
@@ -322,7 +325,38 @@ def test_grants_never_exceed_burst_plus_rate_times_window(
         for j in range(i, len(grants)):
             total += grants[j][1]
             window = grants[j][0] - grants[i][0]
-            assert total <= burst + rate * window + 1e-6
+            # The driver advancing the clock while a waiter sleeps is a late wake-up:
+            # that time is owed to the waiter, up to the bucket's timer slack.
+            assert total <= burst + rate * (window + TokenBucket.timer_slack) + 1e-6
+
+
+async def test_late_wakeups_do_not_cost_rate() -> None:
+    """A busy loop wakes the head waiter late; the bucket makes that time up (within its
+    slack) instead of running at ``1 / (1/rate + lateness)``."""
+    t = FakeTime()
+    late = 0.002
+
+    async def oversleep(seconds: float) -> None:
+        await t.sleep(seconds + late)
+
+    bucket = TokenBucket(50, 1, clock=t.clock, sleep=oversleep)
+    grants: list[float] = []
+
+    async def take() -> None:
+        await bucket.acquire()
+        grants.append(t.now)
+
+    await asyncio.gather(*(take() for _ in range(201)))
+    # 200 intervals of 20 ms; losing 2 ms each would take 4.4 s.
+    assert grants[-1] == pytest.approx(4.0, abs=0.01)
+    gaps = [b - a for a, b in itertools.pairwise(grants)]
+    # Never closer than the slack allows, never an idle bucket's worth of burst.
+    assert min(gaps) >= 0.02 - TokenBucket.timer_slack - 1e-9
+    assert bucket.waiting == 0
+    # Once nobody waits, the level is capped at ``burst`` again.
+    t.now += 10
+    await bucket.acquire()
+    assert bucket._delay(1) > 0
 
 
 async def test_real_time_rate() -> None:

@@ -48,7 +48,9 @@ def test_x_should_retry_true_wins_over_status() -> None:
 
 
 def test_openai_insufficient_quota_not_retried() -> None:
-    by_code = {"error": {"message": "quota", "type": "insufficient_quota", "code": "insufficient_quota"}}
+    by_code = {
+        "error": {"message": "quota", "type": "insufficient_quota", "code": "insufficient_quota"}
+    }
     assert not is_retryable(429, {"retry-after": "1"}, by_code)
     by_type_only = {"error": {"message": "quota", "type": "insufficient_quota", "code": None}}
     assert not is_retryable(429, {}, by_type_only)
@@ -82,8 +84,17 @@ def test_gemini_per_day_quota_not_retried_per_minute_is() -> None:
 
 
 def test_odd_bodies_do_not_crash_classification() -> None:
-    for body in (None, b"", b"not json", "text", [], {"error": "string"}, {"error": {"details": ["x", 1, None]}},
-                 {"error": {"details": [{"violations": "nope"}]}}, {"error": {"details": [{"violations": [None, 3]}]}}):
+    for body in (
+        None,
+        b"",
+        b"not json",
+        "text",
+        [],
+        {"error": "string"},
+        {"error": {"details": ["x", 1, None]}},
+        {"error": {"details": [{"violations": "nope"}]}},
+        {"error": {"details": [{"violations": [None, 3]}]}},
+    ):
         assert is_retryable(429, {}, body)
 
 
@@ -185,7 +196,9 @@ async def test_tries_exactly_max_tries_then_gives_up(max_tries: int) -> None:
 
 
 async def test_success_after_transient_failures() -> None:
-    script = Script(TransientError("anthropic", 529, "overloaded"), TransientError("anthropic", None, "reset"))
+    script = Script(
+        TransientError("anthropic", 529, "overloaded"), TransientError("anthropic", None, "reset")
+    )
     assert await call_with_retries(script, QUICK, provider="anthropic", what="x") == "ok"
     assert len(script.calls) == 3
 
@@ -233,5 +246,6 @@ async def test_retries_are_logged_with_provider_status_attempt_and_wait(
     await call_with_retries(script, QUICK, provider="anthropic", what="GET http://h/v1/x")
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert any(
-        "anthropic" in m and "HTTP 529" in m and "attempt 1 of 4" in m and "0.01 s" in m for m in lines
+        "anthropic" in m and "HTTP 529" in m and "attempt 1 of 4" in m and "0.01 s" in m
+        for m in lines
     ), lines

@@ -182,7 +182,11 @@ async def test_5xx_exhausts_tries(serve: Serve) -> None:
     async with fast_transport() as transport:
         with pytest.raises(RetryExhaustedError) as info:
             await transport.request(
-                "anthropic", "GET", f"{base}/v1/x", headers={}, retry=RetryPolicy(max_tries=3, base_delay=0.01)
+                "anthropic",
+                "GET",
+                f"{base}/v1/x",
+                headers={},
+                retry=RetryPolicy(max_tries=3, base_delay=0.01),
             )
     assert hits == 3
     error = info.value
@@ -193,34 +197,57 @@ async def test_5xx_exhausts_tries(serve: Serve) -> None:
 @pytest.mark.parametrize(
     ("status", "body", "headers", "message", "error_type"),
     [
-        (404, openai_error("No batch found", "invalid_request_error", "not_found"), {}, "No batch found", "invalid_request_error"),
+        (
+            404,
+            openai_error("No batch found", "invalid_request_error", "not_found"),
+            {},
+            "No batch found",
+            "invalid_request_error",
+        ),
         (
             400,
-            orjson.dumps({"type": "error", "error": {"type": "invalid_request_error", "message": "bad id"}}),
+            orjson.dumps(
+                {"type": "error", "error": {"type": "invalid_request_error", "message": "bad id"}}
+            ),
             {},
             "bad id",
             "invalid_request_error",
         ),
         (
             403,
-            orjson.dumps({"error": {"code": 403, "message": "denied", "status": "PERMISSION_DENIED"}}),
+            orjson.dumps(
+                {"error": {"code": 403, "message": "denied", "status": "PERMISSION_DENIED"}}
+            ),
             {},
             "denied",
             "PERMISSION_DENIED",
         ),
         (
             429,
-            openai_error("You exceeded your current quota", "insufficient_quota", "insufficient_quota"),
+            openai_error(
+                "You exceeded your current quota", "insufficient_quota", "insufficient_quota"
+            ),
             {"retry-after": "1"},
             "exceeded your current quota",
             "insufficient_quota",
         ),
-        (503, b"<html>maintenance</html>", {"x-should-retry": "false"}, "<html>maintenance</html>", None),
+        (
+            503,
+            b"<html>maintenance</html>",
+            {"x-should-retry": "false"},
+            "<html>maintenance</html>",
+            None,
+        ),
         (422, b"x" * 5000, {}, "x" * 300 + "…", None),
     ],
 )
 async def test_non_retryable_errors_carry_provider_status_and_message(
-    serve: Serve, status: int, body: bytes, headers: dict[str, str], message: str, error_type: str | None
+    serve: Serve,
+    status: int,
+    body: bytes,
+    headers: dict[str, str],
+    message: str,
+    error_type: str | None,
 ) -> None:
     hits = 0
 
@@ -248,7 +275,10 @@ async def test_gemini_per_day_quota_is_not_retried(serve: Serve) -> None:
             "message": "You exceeded your current quota",
             "status": "RESOURCE_EXHAUSTED",
             "details": [
-                {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{"quotaId": "GenerateRequestsPerDayPerProjectPerModel"}]},
+                {
+                    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [{"quotaId": "GenerateRequestsPerDayPerProjectPerModel"}],
+                },
                 {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0.01s"},
             ],
         }
@@ -378,14 +408,23 @@ async def test_slow_responses_hit_the_read_timeout(serve: Serve) -> None:
         start = time.monotonic()
         with pytest.raises(RetryExhaustedError, match="Timeout") as info:
             await transport.request(
-                "gemini", "GET", f"{base}/v1beta/batches", headers={}, retry=RetryPolicy(max_tries=3, base_delay=0.01)
+                "gemini",
+                "GET",
+                f"{base}/v1beta/batches",
+                headers={},
+                retry=RetryPolicy(max_tries=3, base_delay=0.01),
             )
         assert time.monotonic() - start < 1.5
         assert hits == 3 and info.value.attempts == 3
         # The same timeout on a create is ambiguous and not resent.
         with pytest.raises(ProviderError) as ambiguous:
             await transport.request(
-                "gemini", "POST", f"{base}/v1beta/models/m:batchGenerateContent", headers={}, json={}, idempotent=False
+                "gemini",
+                "POST",
+                f"{base}/v1beta/models/m:batchGenerateContent",
+                headers={},
+                json={},
+                idempotent=False,
             )
         assert ambiguous.value.error_type == "ambiguous" and hits == 4
 
@@ -404,7 +443,10 @@ async def test_semaphore_bounds_requests_in_flight(serve: Serve) -> None:
     base = await serve(handler)
     async with fast_transport(max_concurrency=3) as transport:
         await asyncio.gather(
-            *(transport.request(p, "GET", f"{base}/x", headers={}) for p in ("openai", "gemini") * 10)
+            *(
+                transport.request(p, "GET", f"{base}/x", headers={})
+                for p in ("openai", "gemini") * 10
+            )
         )
     assert peak == 3
 
@@ -537,7 +579,9 @@ async def send_body(
     return resp
 
 
-async def test_truncated_download_retries_and_resumes_with_range(serve: Serve, tmp_path: Path) -> None:
+async def test_truncated_download_retries_and_resumes_with_range(
+    serve: Serve, tmp_path: Path
+) -> None:
     requests: list[tuple[str | None, str | None]] = []
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -587,7 +631,13 @@ async def test_download_that_always_ends_short_leaves_no_file(serve: Serve, tmp_
     dest = tmp_path / "out.jsonl"
     async with fast_transport() as transport:
         with pytest.raises(RetryExhaustedError) as info:
-            await transport.download("openai", f"{base}/f", dest, headers={}, retry=RetryPolicy(max_tries=3, base_delay=0.01))
+            await transport.download(
+                "openai",
+                f"{base}/f",
+                dest,
+                headers={},
+                retry=RetryPolicy(max_tries=3, base_delay=0.01),
+            )
     assert hits == 3
     assert isinstance(info.value.last, DownloadError)
     assert list(tmp_path.iterdir()) == []
@@ -619,7 +669,9 @@ async def test_cancelled_download_leaves_no_file(serve: Serve, tmp_path: Path) -
 
     base = await serve(handler)
     async with fast_transport() as transport:
-        task = asyncio.create_task(transport.download("openai", f"{base}/f", tmp_path / "o", headers={}))
+        task = asyncio.create_task(
+            transport.download("openai", f"{base}/f", tmp_path / "o", headers={})
+        )
         await started.wait()
         await asyncio.sleep(0.05)
         task.cancel()
@@ -631,7 +683,9 @@ async def test_cancelled_download_leaves_no_file(serve: Serve, tmp_path: Path) -
 # ---------------------------------------------------------------- secrets
 
 
-async def test_key_never_logged_nor_raised(serve: Serve, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+async def test_key_never_logged_nor_raised(
+    serve: Serve, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
     caplog.set_level(logging.DEBUG)
     hits = 0
 
@@ -645,7 +699,10 @@ async def test_key_never_logged_nor_raised(serve: Serve, caplog: pytest.LogCaptu
         if hits % 3 == 2:
             return reset(request)
         # A server that echoes the key back in its error message.
-        return web.Response(status=401, body=openai_error(f"Incorrect API key provided: {KEY}", "invalid_request_error"))
+        return web.Response(
+            status=401,
+            body=openai_error(f"Incorrect API key provided: {KEY}", "invalid_request_error"),
+        )
 
     base = await serve(handler)
     texts: list[str] = []
@@ -658,8 +715,12 @@ async def test_key_never_logged_nor_raised(serve: Serve, caplog: pytest.LogCaptu
         for provider, headers, url in cases:
             for call in (
                 transport.request(provider, "GET", url, headers=headers),
-                transport.request(provider, "POST", url, headers=headers, json={}, idempotent=False),
-                transport.download(provider, url.replace("/v1", "/dl"), tmp_path / "o", headers=headers),
+                transport.request(
+                    provider, "POST", url, headers=headers, json={}, idempotent=False
+                ),
+                transport.download(
+                    provider, url.replace("/v1", "/dl"), tmp_path / "o", headers=headers
+                ),
                 transport.first_line(provider, url, headers=headers),
             ):
                 try:
@@ -680,7 +741,9 @@ async def test_key_never_logged_nor_raised(serve: Serve, caplog: pytest.LogCaptu
 
 
 def test_redactor_and_safe_url() -> None:
-    redact = Redactor({"Authorization": f"Bearer {KEY}", "X-Other": "visible"}, f"http://h/p?key={KEY}x&alt=media")
+    redact = Redactor(
+        {"Authorization": f"Bearer {KEY}", "X-Other": "visible"}, f"http://h/p?key={KEY}x&alt=media"
+    )
     assert redact(f"token {KEY} and {KEY}x here") == "token *** and *** here"
     assert redact("visible") == "visible"
     assert KEY not in repr(redact)
@@ -691,10 +754,15 @@ def test_redactor_and_safe_url() -> None:
 
 def test_error_text_shapes() -> None:
     assert error_text(b"", {"error": {"message": "m", "type": "t", "code": "c"}}) == ("m", "t")
-    assert error_text(b"", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}) == (
+    assert error_text(
+        b"", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    ) == (
         "Overloaded",
         "overloaded_error",
     )
-    assert error_text(b"", {"error": {"code": 404, "message": "gone", "status": "NOT_FOUND"}}) == ("gone", "NOT_FOUND")
+    assert error_text(b"", {"error": {"code": 404, "message": "gone", "status": "NOT_FOUND"}}) == (
+        "gone",
+        "NOT_FOUND",
+    )
     assert error_text(b"  plain\n text ", None) == ("plain text", None)
     assert error_text(b"", None) == ("(empty body)", None)
