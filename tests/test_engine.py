@@ -214,6 +214,31 @@ async def test_one_jobs_permanent_error_does_not_stop_the_others(tmp_path: Path)
     assert not result.all_done
 
 
+async def test_missing_pairs_file_is_that_jobs_error_and_resume_recovers(tmp_path: Path) -> None:
+    pairs = study_pairs(9)
+    async with ProviderEmulator(latency=0.05) as emu:
+        await submit(emu, "anthropic", pairs, tmp_path, write_registry=True)
+        job = reg.read_registry(tmp_path)[1]
+        assert job.pairs_path is not None
+        pairs_file = Path(job.pairs_path)
+        kept = pairs_file.read_bytes()
+        pairs_file.unlink()
+        first = await resume(emu, tmp_path)
+        assert [j.status for j in first.jobs] == [
+            JobStatus.SUCCEEDED,
+            JobStatus.ERROR,
+            JobStatus.SUCCEEDED,
+        ]
+        broken = reg.read_registry(tmp_path)[1]
+        assert not broken.done and "Missing pair data for segment" in (broken.error or "")
+        # Nothing half-settled: no results or failed attempts persisted for it.
+        assert not Path(broken.results_path).exists() and not Path(broken.failed_path).exists()
+        pairs_file.write_bytes(kept)
+        second = await resume(emu, tmp_path)
+    assert second.all_done
+    check_run(second, pairs)
+
+
 async def test_submit_failure_is_recorded_and_resume_sends_it(tmp_path: Path) -> None:
     faults = {"anthropic": FaultConfig(server_error_rate=1.0, endpoints={"batches.create"})}
     async with ProviderEmulator(latency=0.1, faults=faults) as emu:
