@@ -87,6 +87,11 @@ def text_or_none(value: object) -> str | None:
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
+def is_int64(value: object) -> bool:
+    """An ``int`` (not a ``bool``) that fits the frame's Int64 columns."""
+    return type(value) is int and _INT64_MIN <= value <= _INT64_MAX
+
+
 def int_or_none(value: object) -> int | None:
     """An integer that fits the frame's Int64 columns, else null (so no line can fail
     the whole frame): bools, fractions and out-of-range numbers are null."""

@@ -28,6 +28,7 @@ from pairbatch.results import (
     RowTuple,
     dig,
     int_or_none,
+    is_int64,
     text_or_none,
 )
 from pairbatch.retry import RetryPolicy
@@ -219,8 +220,9 @@ def fast_line(obj: dict[str, Any]) -> RowTuple | None:
         prompt = usage.get("input_tokens")
         completion = usage.get("output_tokens")
         cached = usage.get("cache_read_input_tokens")
+        # Counts are summed below; one out of Int64 range is the careful parser's to null.
         for number in (prompt, completion, cached):
-            if number is not None and type(number) is not int:
+            if number is not None and not is_int64(number):
                 return None
         total = prompt + completion if prompt is not None and completion is not None else None
     return (

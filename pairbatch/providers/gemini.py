@@ -30,6 +30,7 @@ from pairbatch.results import (
     RowTuple,
     dig,
     int_or_none,
+    is_int64,
     text_or_none,
 )
 from pairbatch.retry import RetryPolicy
@@ -226,8 +227,9 @@ def fast_line(obj: dict[str, Any]) -> RowTuple | None:
         thought_tokens = usage.get("thoughtsTokenCount")
         total = usage.get("totalTokenCount")
         cached = usage.get("cachedContentTokenCount")
+        # Counts are summed below; one out of Int64 range is the careful parser's to null.
         for number in (prompt, candidate_tokens, thought_tokens, total, cached):
-            if number is not None and type(number) is not int:
+            if number is not None and not is_int64(number):
                 return None
         completion = (
             (candidate_tokens or 0) + (thought_tokens or 0)
