@@ -272,9 +272,8 @@ class _Run:
         """Download a terminal batch, settle it on disk, then mark it done."""
         client = self.session.client(job.provider)
         downloaded: Downloaded | None = None
-        if status.state is BatchState.SUCCEEDED or (
-            status.output_ref is not None or status.error_ref is not None
-        ):
+        has_output = status.output_ref is not None or status.error_ref is not None
+        if status.state is BatchState.SUCCEEDED or has_output:
             downloaded = await client.download(job, status)
         # Everything else is file and CPU work: one trip to a worker thread, not one per
         # step, so the event loop keeps its requests on time.
