@@ -161,7 +161,6 @@ class _Run:
         self.registry = registry
         self.emit = emit
         self.rng = random.Random()
-        self.settings = read_settings(output_dir)
         self.level = logging.INFO if options.verbose else logging.DEBUG
 
     def say(self, message: str, *args: object) -> None:
@@ -212,8 +211,10 @@ class _Run:
                     f"segment {job.segment_index} has no batch id and its request file "
                     f"{path} is gone; it cannot be submitted"
                 )
-            options = self.settings.get("options")
-            if not isinstance(options, dict) or self.settings.get("provider") != job.provider:
+            # The submit call's options; read only here, as a resend is rare.
+            settings = await asyncio.to_thread(read_settings, self.output_dir)
+            options = settings.get("options")
+            if not isinstance(options, dict) or settings.get("provider") != job.provider:
                 options = get_backend(job.provider).prepare_options(job.model, {})
             found = await create_batch(client, job, path, options)
             self.say("segment %d: submitted batch %s", job.segment_index, found)
@@ -472,7 +473,7 @@ async def iter_completed(
     )
     limits = _rate_limits(per_job_delay, rate_limits)
     tries = {p.value: max_tries for p in Provider} | {"openai": openai_max_retries}
-    keep_registry = write_registry or registry_path(out_dir).exists()
+    keep_registry = write_registry or await asyncio.to_thread(registry_path(out_dir).exists)
     registry = Registry(out_dir, job_list) if keep_registry else None
     session = Session(
         transport=transport,

@@ -131,9 +131,10 @@ async def submit_pairs_multi_batch(
     options = backend_impl.prepare_options(model, provider_options)
     segments = await asyncio.to_thread(_load_segments, pairs, batch_size, n_segments)
     out_dir = (
-        Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="pairbatch_"))
+        Path(output_dir)
+        if output_dir is not None
+        else Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="pairbatch_"))
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
     run_tag = new_run_tag()
     await asyncio.to_thread(
         write_settings,

@@ -31,8 +31,6 @@ from pairbatch.results import (
     is_int64,
     text_or_none,
 )
-from pairbatch.retry import RetryPolicy
-from pairbatch.transport import Transport
 
 _OPTIONS = frozenset(
     {
@@ -114,17 +112,6 @@ class AnthropicBackend(BackendBase):
                 "budget_tokens": options["thinking_budget_tokens"],
             }
         return {"custom_id": custom_id, "params": params}
-
-    def parse_line(self, obj: dict[str, Any]) -> Row:
-        return parse_line(obj)
-
-    def fast_line(self, obj: dict[str, Any]) -> RowTuple | None:
-        return fast_line(obj)
-
-    def client(
-        self, transport: Transport, *, api_key: str, base_url: str, retry: RetryPolicy
-    ) -> AnthropicClient:
-        return AnthropicClient(transport, base_url, retry, api_key=api_key)
 
 
 # ---------------------------------------------------------------- results parsing
@@ -379,4 +366,4 @@ def _status(batch_id: str, batch: dict[str, Any]) -> BatchStatus:
     )
 
 
-BACKEND = AnthropicBackend()
+BACKEND = AnthropicBackend(parse_line, fast_line, AnthropicClient)

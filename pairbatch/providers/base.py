@@ -9,9 +9,9 @@ to one :class:`~pairbatch.transport.Transport` and one set of credentials.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import attrs
 import orjson
@@ -24,8 +24,8 @@ from pairbatch.prompts import build_prompt
 from pairbatch.results import (
     DEFAULT_TAG_PREFIX,
     DEFAULT_TAG_SUFFIX,
-    Row,
-    RowTuple,
+    FastLine,
+    LineParser,
     as_path,
     parse_jsonl,
 )
@@ -40,7 +40,8 @@ Options = Mapping[str, Any]
 class Backend(Protocol):
     """The sync half of a provider: request lines in, parsed result frames out."""
 
-    provider: Provider
+    @property
+    def provider(self) -> Provider: ...
 
     def prepare_options(self, model: str, options: Options) -> dict[str, Any]:
         """Validate user options and apply the provider's defaults; raise ``InputError``."""
@@ -175,19 +176,19 @@ class BatchClient(Protocol):
         ...
 
 
+@attrs.frozen
 class BackendBase:
-    """What the three backends share: parsing a results file line by line."""
+    """What the three backends share: parsing a results file line by line, and making
+    clients. A provider module builds its ``BACKEND`` from its own line parsers and client
+    class; the subclass adds request building (``prepare_options``, ``request_line``)."""
 
-    provider: Provider
-
-    def parse_line(self, obj: dict[str, Any]) -> Row:
-        """One decoded results line as a row of the result frame."""
-        raise NotImplementedError
-
-    def fast_line(self, obj: dict[str, Any]) -> RowTuple | None:
-        """The row of a canonical line as a ``ROW_FIELDS`` tuple, or ``None`` to leave the
-        line to :meth:`parse_line` (see :mod:`pairbatch.results`)."""
-        return None
+    provider: ClassVar[Provider]
+    #: One decoded results line as a row of the result frame.
+    parse_line: LineParser
+    #: The row of a canonical line as a ``ROW_FIELDS`` tuple, or ``None`` to leave the
+    #: line to ``parse_line`` (see :mod:`pairbatch.results`).
+    fast_line: FastLine | None
+    client_type: Callable[..., BatchClient]
 
     def parse_results(
         self,
@@ -205,6 +206,12 @@ class BackendBase:
             tag_suffix=tag_suffix,
             fast_line=self.fast_line,
         )
+
+    def client(
+        self, transport: Transport, *, api_key: str, base_url: str, retry: RetryPolicy
+    ) -> BatchClient:
+        """An HTTP client bound to one transport and one key."""
+        return self.client_type(transport, base_url, retry, api_key=api_key)
 
 
 @attrs.define(repr=False)

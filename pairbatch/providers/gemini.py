@@ -33,8 +33,6 @@ from pairbatch.results import (
     is_int64,
     text_or_none,
 )
-from pairbatch.retry import RetryPolicy
-from pairbatch.transport import Transport
 
 log = logging.getLogger("pairbatch.providers.gemini")
 
@@ -128,17 +126,6 @@ class GeminiBackend(BackendBase):
         if config:
             request["generationConfig"] = config
         return {"key": custom_id, "request": request}
-
-    def parse_line(self, obj: dict[str, Any]) -> Row:
-        return parse_line(obj)
-
-    def fast_line(self, obj: dict[str, Any]) -> RowTuple | None:
-        return fast_line(obj)
-
-    def client(
-        self, transport: Transport, *, api_key: str, base_url: str, retry: RetryPolicy
-    ) -> GeminiClient:
-        return GeminiClient(transport, base_url, retry, api_key=api_key)
 
 
 # ---------------------------------------------------------------- results parsing
@@ -452,4 +439,4 @@ def _int(value: object) -> int | None:
         return None
 
 
-BACKEND = GeminiBackend()
+BACKEND = GeminiBackend(parse_line, fast_line, GeminiClient)

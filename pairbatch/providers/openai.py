@@ -29,8 +29,6 @@ from pairbatch.results import (
     int_or_none,
     text_or_none,
 )
-from pairbatch.retry import RetryPolicy
-from pairbatch.transport import Transport
 
 ENDPOINTS = {"chat.completions": "/v1/chat/completions", "responses": "/v1/responses"}
 REASONING_EFFORTS = frozenset({"none", "minimal", "low", "medium", "high", "xhigh"})
@@ -132,17 +130,6 @@ class OpenAIBackend(BackendBase):
             if options.get(name) is not None:
                 body[name] = options[name]
         return {"custom_id": custom_id, "method": "POST", "url": ENDPOINTS[endpoint], "body": body}
-
-    def parse_line(self, obj: dict[str, Any]) -> Row:
-        return parse_line(obj)
-
-    def fast_line(self, obj: dict[str, Any]) -> RowTuple | None:
-        return fast_line(obj)
-
-    def client(
-        self, transport: Transport, *, api_key: str, base_url: str, retry: RetryPolicy
-    ) -> OpenAIClient:
-        return OpenAIClient(transport, base_url, retry, api_key=api_key)
 
 
 # ---------------------------------------------------------------- results parsing
@@ -447,4 +434,4 @@ def _from_epoch(value: object) -> datetime | None:
     return None
 
 
-BACKEND = OpenAIBackend()
+BACKEND = OpenAIBackend(parse_line, fast_line, OpenAIClient)
