@@ -123,7 +123,6 @@ _RESULT_ITEMS = list(RESULT_SCHEMA.items())
 # on 2-row segments the optimiser's passes and the streaming engine cost more than the
 # whole work, and at 200,000 rows they save nothing measurable.
 _AS_WRITTEN = pl.QueryOptFlags.none()
-_CONFORM_RAW = [pl.col(name).cast(dtype) for name, dtype in RESULT_SCHEMA.items()]
 # Inside normalize_results every FAILED_SCHEMA column exists: pair keys from the pairs,
 # the rest from the result schema or added on the way.
 _SELECT_FAILED = [pl.col(name).cast(dtype) for name, dtype in FAILED_SCHEMA.items()]
@@ -197,8 +196,10 @@ def normalize_results(
         # A raw frame from elsewhere (a CSV, an older run) may miss columns or carry
         # other dtypes; the typed frames downstream must not depend on that.
         raw = raw.select(
-            expr if name in raw.columns else pl.lit(None, dtype=dtype).alias(name)
-            for expr, (name, dtype) in zip(_CONFORM_RAW, RESULT_SCHEMA.items(), strict=True)
+            pl.col(name).cast(dtype)
+            if name in raw.columns
+            else pl.lit(None, dtype=dtype).alias(name)
+            for name, dtype in _RESULT_ITEMS
         )
     if "custom_id" not in frame.columns:
         frame = _align_by_order(raw, frame)
