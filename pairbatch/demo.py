@@ -38,7 +38,7 @@ def _out(text: str = "") -> None:
 
 def _agreement(result: ResumeResult) -> tuple[int, int]:
     combined = result.combined
-    if combined is None or combined.height == 0:
+    if combined.height == 0:
         return 0, 0
     truth = [
         expected_winner(t1, t2) == ("SAMPLE_1" if pos == 1 else "SAMPLE_2")
@@ -73,6 +73,7 @@ async def run_demo(
                 n_segments=3,
                 output_dir=output_dir / provider,
                 write_registry=True,
+                overwrite=True,  # a finished earlier demo is replaced; a live one refused
                 verbose=verbose,
                 api_key=keys[provider],
                 base_url=urls[provider],
@@ -99,9 +100,7 @@ async def run_demo(
             )
         )
         display.close()
-    combined = pl.concat(
-        [r.combined for r in results if r.combined is not None], how="diagonal_relaxed"
-    )
+    combined = pl.concat([r.combined for r in results], how="diagonal_relaxed")
     failed = pl.concat([r.failed_attempts for r in results], how="diagonal_relaxed")
     _out()
     with pl.Config(tbl_rows=20, tbl_cols=10, tbl_hide_dataframe_shape=True, tbl_width_chars=120):

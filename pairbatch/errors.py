@@ -63,3 +63,8 @@ class DownloadError(ProviderError):
 class UnresolvedBatchError(PairbatchError):
     """A create's outcome is unknown and the batch it may have made cannot be told apart
     from others yet; sending the create again could pay twice, so the caller waits."""
+
+
+class ProviderUnreachableError(PairbatchError):
+    """A provider that has not answered once in this run (refused, DNS, TLS, timeout):
+    every job of it would fail the same way, so the run stops with one line."""

@@ -6,39 +6,106 @@ import asyncio
 import logging
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
+import attrs
 import polars as pl
 
 from pairbatch.errors import ProviderError
-from pairbatch.models import Job, utcnow
+from pairbatch.lock import RunLock
+from pairbatch.models import BatchStatus, Job, utcnow
 from pairbatch.registry import Registry, read_registry
 from pairbatch.session import Session
 from pairbatch.transport import Transport
 
 log = logging.getLogger("pairbatch.manage")
 
+STATUS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "segment": pl.Int64,
+    "provider": pl.Utf8,
+    "batch_id": pl.Utf8,
+    "state": pl.Utf8,
+    "status": pl.Utf8,
+    "done": pl.Boolean,
+    "pairs": pl.Int64,
+    "results": pl.Int64,
+    "failed": pl.Int64,
+    "age_min": pl.Float64,
+    "error": pl.Utf8,
+}
 
-def status_table(output_dir: str | os.PathLike[str]) -> pl.DataFrame:
-    """One row per job as the registry on disk has it, with its age in minutes."""
+
+def _rows(job: Job, name: str) -> int | None:
+    check = job.file_check(name)
+    return None if check is None else check.rows
+
+
+def status_table(
+    output_dir: str | os.PathLike[str], live: Mapping[int, BatchStatus | str] | None = None
+) -> pl.DataFrame:
+    """One row per job as the registry on disk has it (no lock: a reader), with its age
+    in minutes and its result and failure counts. ``live`` maps segments to a fresh
+    provider status (or the reason it could not be had), shown in ``state``."""
     jobs = read_registry(output_dir)
     now = utcnow()
-    return pl.DataFrame(
-        {
-            "segment": [j.segment_index for j in jobs],
-            "provider": [j.provider.value for j in jobs],
-            "batch_id": [j.batch_id for j in jobs],
-            "state": [j.raw_status or j.status.value for j in jobs],
-            "status": [j.status.value for j in jobs],
-            "done": [j.done for j in jobs],
-            "pairs": [j.n_pairs for j in jobs],
-            "age_min": [
-                round((now - j.submitted_at).total_seconds() / 60, 1) if j.submitted_at else None
-                for j in jobs
-            ],
-            "error": [j.error for j in jobs],
-        },
-        schema_overrides={"batch_id": pl.Utf8, "error": pl.Utf8, "age_min": pl.Float64},
-    )
+    rows = []
+    for job in jobs:
+        # A finished job says how it ended in pairbatch's words; a live one, the provider's.
+        state = job.status.value if job.done else (job.raw_status or job.status.value)
+        fresh = (live or {}).get(job.segment_index)
+        if isinstance(fresh, BatchStatus):
+            state = fresh.raw_state
+        elif isinstance(fresh, str):
+            state = f"? ({fresh})"
+        rows.append(
+            {
+                "segment": job.segment_index,
+                "provider": job.provider.value,
+                "batch_id": job.batch_id,
+                "state": state,
+                "status": job.status.value,
+                "done": job.done,
+                "pairs": job.n_pairs,
+                "results": _rows(job, Path(job.results_path).name) if job.done else None,
+                "failed": _rows(job, Path(job.failed_path).name) if job.done else None,
+                "age_min": round((now - job.submitted_at).total_seconds() / 60, 1)
+                if job.submitted_at
+                else None,
+                "error": job.error,
+            }
+        )
+    return pl.DataFrame(rows, schema=STATUS_SCHEMA)
+
+
+async def live_states(
+    output_dir: str | os.PathLike[str],
+    *,
+    api_keys: Mapping[str, str] | None = None,
+    base_urls: Mapping[str, str] | None = None,
+    transport: Transport | None = None,
+) -> dict[int, BatchStatus | str]:
+    """Ask the providers for the state of every unfinished batch (read-only: no lock)."""
+    jobs = [j for j in await asyncio.to_thread(read_registry, output_dir) if j.batch_id]
+    out: dict[int, BatchStatus | str] = {}
+    async with Session(transport=transport, api_keys=api_keys, base_urls=base_urls) as session:
+
+        async def one(job: Job) -> None:
+            assert job.batch_id is not None
+            try:
+                out[job.segment_index] = await session.client(job.provider).status(job.batch_id)
+            except ProviderError as exc:
+                out[job.segment_index] = exc.message
+
+        await asyncio.gather(*(one(job) for job in jobs if not job.done))
+    return out
+
+
+@attrs.frozen
+class CancelResult:
+    """The jobs a cancel was sent for, and those it failed for (with the reason)."""
+
+    cancelled: list[Job]
+    failed: list[tuple[Job, str]]
 
 
 async def cancel_multi_batches(
@@ -47,32 +114,47 @@ async def cancel_multi_batches(
     api_keys: Mapping[str, str] | None = None,
     base_urls: Mapping[str, str] | None = None,
     transport: Transport | None = None,
-) -> list[Job]:
-    """Ask the provider to cancel every unfinished batch of a run.
+) -> CancelResult:
+    """Ask the provider to cancel every unfinished batch of a run (under the run lock).
 
     The registry is not marked done: a later resume collects what the cancelled batches
     finished (their partial results are salvaged) and records the rest as failures.
-    Returns the jobs a cancel was sent for.
     """
-    recorded = await asyncio.to_thread(read_registry, output_dir)
-    jobs = [j for j in recorded if not j.done and j.batch_id]
-    registry = Registry(output_dir, recorded)
-    cancelled: list[Job] = []
-    async with Session(transport=transport, api_keys=api_keys, base_urls=base_urls) as session:
+    lock = RunLock(output_dir, "cancel")
+    await asyncio.to_thread(lock.acquire)
+    try:
+        registry = await asyncio.to_thread(Registry.open, output_dir)
+        jobs = [j for j in registry.jobs if not j.done and j.batch_id]
+        cancelled: list[Job] = []
+        failed: list[tuple[Job, str]] = []
+        try:
+            async with Session(
+                transport=transport, api_keys=api_keys, base_urls=base_urls
+            ) as session:
 
-        async def cancel(job: Job) -> None:
-            assert job.batch_id is not None
-            try:
-                await session.client(job.provider).cancel(job.batch_id)
-            except ProviderError as exc:
-                log.warning(
-                    "could not cancel segment %d (%s): %s", job.segment_index, job.batch_id, exc
-                )
-                return
-            updated = job.transition(raw_status="cancelling")
-            await registry.record(updated)
-            cancelled.append(updated)
+                async def cancel(job: Job) -> None:
+                    assert job.batch_id is not None
+                    try:
+                        await session.client(job.provider).cancel(job.batch_id)
+                    except ProviderError as exc:
+                        log.warning(
+                            "could not cancel segment %d (%s): %s",
+                            job.segment_index,
+                            job.batch_id,
+                            exc,
+                        )
+                        failed.append((job, str(exc)))
+                        return
+                    updated = job.transition(raw_status="cancelling")
+                    await registry.record(updated)
+                    cancelled.append(updated)
 
-        await asyncio.gather(*(cancel(job) for job in jobs))
-    await registry.close()
-    return sorted(cancelled, key=lambda j: j.segment_index)
+                await asyncio.gather(*(cancel(job) for job in jobs))
+        finally:
+            await asyncio.shield(registry.close())
+    finally:
+        lock.release()
+    return CancelResult(
+        sorted(cancelled, key=lambda j: j.segment_index),
+        sorted(failed, key=lambda item: item[0].segment_index),
+    )

@@ -80,10 +80,26 @@ class BatchStatus:
         return self.ending or self.raw_state
 
 
+@attrs.frozen
+class Candidate:
+    """A provider batch that may be the one a segment's create made.
+
+    ``proven`` means the batch itself carries this run's tag and this segment (OpenAI
+    metadata, Gemini display name, an Anthropic result line's custom_id prefix); an
+    unproven candidate is one that cannot be told apart yet (a running Anthropic batch
+    of the same size), never a reason to adopt.
+    """
+
+    batch_id: str
+    proven: bool
+    detail: str = ""
+
+
 class JobStatus(enum.StrEnum):
     """Where a job is in pairbatch's own lifecycle (the registry's ``status`` column)."""
 
-    INTENT = "intent"  # create about to be sent; batch id not yet known
+    INTENT = "intent"  # files written, no create sent yet: safe to create
+    CREATING = "creating"  # a create was sent (or about to be); its batch must be found
     SUBMIT_FAILED = "submit_failed"
     PENDING = "pending"
     RUNNING = "running"
@@ -100,6 +116,43 @@ class JobStatus(enum.StrEnum):
 
 def _to_provider(value: str | Provider) -> Provider:
     return Provider.parse(value)
+
+
+@attrs.frozen
+class FileCheck:
+    """What a per-job file held when pairbatch wrote it: checked before it is trusted.
+
+    ``name`` is the file name inside the run folder; ``rows`` the pairs or lines it held;
+    ``sha256`` is kept for the files that are sent to a provider (the request file and
+    the pairs it was built from), where a changed byte would be paid for.
+    """
+
+    name: str
+    size: int
+    rows: int | None = None
+    sha256: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"name": self.name, "size": self.size}
+        if self.rows is not None:
+            out["rows"] = self.rows
+        if self.sha256 is not None:
+            out["sha256"] = self.sha256
+        return out
+
+
+def _to_files(value: object) -> tuple[FileCheck, ...]:
+    if not value:
+        return ()
+    out = []
+    for item in value:  # type: ignore[attr-defined]
+        if isinstance(item, FileCheck):
+            out.append(item)
+        elif isinstance(item, dict):
+            out.append(FileCheck(**item))
+        else:
+            raise ValueError(f"not a file record: {item!r}")
+    return tuple(out)
 
 
 def utcnow() -> datetime:
@@ -131,6 +184,20 @@ class Job:
     submitted_at: datetime | None = None
     updated_at: datetime | None = None
     error: str | None = None
+    #: What the job's own files held when written (see :class:`FileCheck`).
+    files: tuple[FileCheck, ...] = attrs.field(default=(), converter=_to_files)
+
+    def file_check(self, path: str | Path | None) -> FileCheck | None:
+        """The record of the file at ``path``, if one was made."""
+        if path is None:
+            return None
+        name = Path(path).name
+        return next((f for f in self.files if f.name == name), None)
+
+    def with_files(self, *checks: FileCheck) -> tuple[FileCheck, ...]:
+        """``files`` with ``checks`` replacing any records of the same names."""
+        names = {c.name for c in checks}
+        return tuple(f for f in self.files if f.name not in names) + checks
 
     @property
     def results_path(self) -> str:

@@ -326,3 +326,17 @@ def failed_attempts_from_pairs(
         *_phase_iter(frame.columns),
     )
     return _select_failed(out)
+
+
+def empty_combined() -> pl.DataFrame:
+    """The results frame of a run with no results: no rows, every base column typed."""
+    pairs = pl.DataFrame(
+        schema={
+            "custom_id": pl.Utf8,
+            "ID1": pl.Utf8,
+            "text1": pl.Utf8,
+            "ID2": pl.Utf8,
+            "text2": pl.Utf8,
+        }
+    )
+    return normalize_results(empty_results(), pairs, backend="", model="").results

@@ -6,12 +6,14 @@ import contextlib
 import logging
 from datetime import datetime
 from pathlib import Path
+from typing import IO
 
 import attrs
 import polars as pl
 
 from pairbatch._fs import atomic_writer
-from pairbatch.models import Job, JobStatus, utcnow
+from pairbatch.integrity import DamagedFileError, verify
+from pairbatch.models import FileCheck, Job, JobStatus, utcnow
 
 log = logging.getLogger("pairbatch.outcomes")
 
@@ -43,10 +45,16 @@ class JobOutcome:
     failed_attempts: pl.DataFrame | None
     batch_failure: pl.DataFrame | None = None
     from_disk: bool = False
+    #: Why this outcome is incomplete (a damaged or missing file), naming the file.
+    error: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.job.status is JobStatus.SUCCEEDED
+        return self.job.status is JobStatus.SUCCEEDED and self.error is None
+
+
+def empty_batch_failures() -> pl.DataFrame:
+    return pl.DataFrame(schema=BATCH_FAILURE_SCHEMA)
 
 
 def batch_failure_frame(
@@ -66,15 +74,30 @@ def batch_failure_frame(
     )
 
 
-def _write_parquet(frame: pl.DataFrame, path: str) -> None:
+def _write_parquet(frame: pl.DataFrame, path: str) -> FileCheck:
     with atomic_writer(path) as handle:
         frame.write_parquet(handle)
+        size = handle.tell()
+    return FileCheck(name=Path(path).name, size=size, rows=frame.height)
 
 
-def _write_csv(frame: pl.DataFrame, path: str) -> None:
-    # Reference CSV conventions: NA for missing, ISO-8601 UTC timestamps.
+# Reference-compatible CSV conventions, made unambiguous: a missing value is an empty
+# field and every string is quoted, so an ID "NA" (or "") is never read back as missing.
+# Polars' ``pl.read_csv`` reads this back exactly; R: ``read.csv(path, na.strings = "")``.
+def write_csv_file(frame: pl.DataFrame, handle: IO[bytes]) -> None:
+    frame.write_csv(
+        handle,
+        null_value="",
+        quote_style="non_numeric",
+        datetime_format="%Y-%m-%dT%H:%M:%S%.fZ",
+    )
+
+
+def _write_csv(frame: pl.DataFrame, path: str) -> FileCheck:
     with atomic_writer(path) as handle:
-        frame.write_csv(handle, null_value="NA", datetime_format="%Y-%m-%dT%H:%M:%S%.fZ")
+        write_csv_file(frame, handle)
+        size = handle.tell()
+    return FileCheck(name=Path(path).name, size=size, rows=frame.height)
 
 
 def persist_outcome(
@@ -83,41 +106,66 @@ def persist_outcome(
     failed_attempts: pl.DataFrame | None,
     *,
     write_results_csv: bool,
-) -> None:
-    """Write a job's frames next to its batch files (before the registry says done)."""
+) -> tuple[FileCheck, ...]:
+    """Write a job's frames next to its batch files (before the registry says done).
+    Returns the records of what was written, for the done transition to carry."""
+    checks: list[FileCheck] = []
     if results is not None:
-        _write_parquet(results, job.results_path)
+        checks.append(_write_parquet(results, job.results_path))
         if write_results_csv:
-            _write_csv(results, job.csv_path)
+            checks.append(_write_csv(results, job.csv_path))
     else:
         with contextlib.suppress(FileNotFoundError):
             Path(job.results_path).unlink()
     if failed_attempts is not None:
-        _write_parquet(failed_attempts, job.failed_path)
+        checks.append(_write_parquet(failed_attempts, job.failed_path))
+    return tuple(checks)
+
+
+def _read_checked(job: Job, path: str, remedy: str) -> pl.DataFrame | None:
+    """A done job's Parquet file, checked against its record; ``None`` when it was
+    never written (no record, no file)."""
+    check = job.file_check(path)
+    if check is None and not Path(path).exists():
+        return None
+    try:
+        frame = pl.read_parquet(path)
+    except FileNotFoundError:
+        raise DamagedFileError(path, "the file is missing", remedy) from None
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DamagedFileError(path, f"cannot be read as Parquet ({first})", remedy) from None
+    verify(path, check, rows=frame.height, remedy=remedy)
+    return frame
 
 
 def load_outcome(job: Job) -> JobOutcome:
     """Rebuild a done job's outcome from disk, making no provider calls.
 
-    Registries written by the reference have only per-batch CSVs; those are read when
-    the Parquet copies are absent.
+    Files are checked against what was recorded when they were written; a missing or
+    damaged one gives an outcome whose ``error`` names it (the others go on). Registries
+    written by the reference have only per-batch CSVs; those are read when the Parquet
+    copies are absent.
     """
-    results: pl.DataFrame | None = None
-    if Path(job.results_path).exists():
-        results = pl.read_parquet(job.results_path)
-    elif job.csv_path and Path(job.csv_path).exists():
-        results = pl.read_csv(job.csv_path, null_values="NA", infer_schema_length=10_000)
-    failed = pl.read_parquet(job.failed_path) if Path(job.failed_path).exists() else None
+    remedy = f"run `pairbatch resume --redownload {job.segment_index}` to fetch it again"
     failure = None
     if job.status in _FAILED_STATUSES:
         status = job.raw_status or job.status.value
-        failure = batch_failure_frame(job, status, f"Batch status: {status}", job.updated_at)
-    if results is None and failed is None and job.status is JobStatus.SUCCEEDED:
-        log.warning(
-            "segment %d is marked done but its results files are missing (%s)",
-            job.segment_index,
-            job.results_path,
+        failure = batch_failure_frame(
+            job, status, job.error or f"Batch status: {status}", job.updated_at
         )
+    try:
+        results = _read_checked(job, job.results_path, remedy)
+        if results is None and job.csv_path and Path(job.csv_path).exists() and not job.files:
+            results = pl.read_csv(job.csv_path, null_values="NA", infer_schema_length=10_000)
+        failed = _read_checked(job, job.failed_path, remedy)
+        if results is None and failed is None and job.status is JobStatus.SUCCEEDED:
+            raise DamagedFileError(
+                job.results_path, "the job is done but its results files are missing", remedy
+            )
+    except DamagedFileError as exc:
+        log.error("segment %d: %s", job.segment_index, exc)
+        return JobOutcome(job, None, None, failure, from_disk=True, error=str(exc))
     return JobOutcome(job, results, failed, failure, from_disk=True)
 
 

@@ -1,13 +1,20 @@
-"""The on-disk jobs registry: a CSV snapshot plus an append-only journal.
+"""The on-disk jobs registry: an append-only journal, and a CSV snapshot of it.
 
-``jobs_registry.csv`` has the reference's nine columns and pairbatch's additions. Rewriting
-a 10,000-row CSV after every job transition would cost megabytes per poll, so transitions
-are appended to ``jobs_registry.journal`` (one JSON line per job snapshot, group-committed
-with one fsync per batch of records) and folded into the CSV every ``fold_every`` entries
-and on close. Readers apply the journal on top of the CSV, so the registry on disk is
-true after every transition. Both files are written so that a crash at any instant leaves
-a readable registry: the CSV only ever changes by atomic rename, and a torn last journal
-line is ignored.
+``jobs_registry.journal`` is the truth: every job transition is appended as one JSON line
+(a full job record with a ``rev``, a number that only grows), group-committed with one
+fsync per batch of records. It is always written, whatever ``write_registry`` says, so
+no paid batch id ever lives only in memory. When the journal has grown to a few times the
+number of jobs it is compacted (rewritten atomically, one line per job), so its total
+cost grows linearly with the run. ``jobs_registry.csv`` has the reference's nine columns
+and pairbatch's additions; it is written atomically at compaction and on close when
+``write_registry`` asks for it (or one already exists). Readers take, per segment, the
+record with the highest ``rev`` from both files.
+
+Damage is named, never repaired: a CSV cut mid-row, a row with too few fields, binary
+data, a journal line that is not JSON (other than a torn last line: a crash mid-append,
+which the next writer truncates away under the run lock), a record for a segment the run
+does not have (``run_settings.json`` lists them), or two segments sharing a file, is a
+:class:`RegistryError` naming the file and row; nothing is rewritten after it.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ log = logging.getLogger("pairbatch.registry")
 
 REGISTRY_NAME = "jobs_registry.csv"
 JOURNAL_NAME = "jobs_registry.journal"
+SETTINGS_NAME = "run_settings.json"
 
 REFERENCE_COLUMNS = (
     "segment_index",
@@ -53,6 +61,8 @@ EXTRA_COLUMNS = (
     "submitted_at",
     "updated_at",
     "error",
+    "rev",
+    "files",
 )
 COLUMNS = REFERENCE_COLUMNS + EXTRA_COLUMNS
 _PATH_COLUMNS = ("batch_input_path", "batch_output_path", "csv_path", "pairs_path")
@@ -63,6 +73,15 @@ _NA = frozenset({"", "na", "nan", "null", "none"})
 
 def registry_path(output_dir: str | os.PathLike[str]) -> Path:
     return Path(output_dir) / REGISTRY_NAME
+
+
+def journal_path(output_dir: str | os.PathLike[str]) -> Path:
+    return Path(output_dir) / JOURNAL_NAME
+
+
+def holds_registry(output_dir: str | os.PathLike[str]) -> bool:
+    """Whether ``output_dir`` holds a run's registry (either file)."""
+    return registry_path(output_dir).exists() or journal_path(output_dir).exists()
 
 
 # ---------------------------------------------------------------- encoding
@@ -89,7 +108,7 @@ def _absolute(path: str | None, base: Path) -> str | None:
     return str(candidate if candidate.is_absolute() else base / candidate)
 
 
-def _job_record(job: Job, base: str) -> dict[str, Any]:
+def _job_record(job: Job, base: str, rev: int) -> dict[str, Any]:
     record: dict[str, Any] = {
         "segment_index": job.segment_index,
         "provider": job.provider.value,
@@ -103,19 +122,21 @@ def _job_record(job: Job, base: str) -> dict[str, Any]:
         "submitted_at": job.submitted_at.isoformat() if job.submitted_at else None,
         "updated_at": job.updated_at.isoformat() if job.updated_at else None,
         "error": job.error,
+        "rev": rev,
+        "files": [f.as_dict() for f in job.files],
     }
     for column in _PATH_COLUMNS:
         record[column] = _relative(getattr(job, column), base)
     return record
 
 
-def _csv_bytes(jobs: Iterable[Job], base: Path) -> bytes:
+def _csv_bytes(jobs: Iterable[tuple[Job, int]], base: Path) -> bytes:
     root = os.path.abspath(base)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
-    for job in sorted(jobs, key=lambda j: j.segment_index):
-        record = _job_record(job, root)
+    for job, rev in sorted(jobs, key=lambda item: item[0].segment_index):
+        record = _job_record(job, root, rev)
         row = []
         for column in COLUMNS:
             value = record[column]
@@ -123,10 +144,17 @@ def _csv_bytes(jobs: Iterable[Job], base: Path) -> bytes:
                 row.append("NA")
             elif isinstance(value, bool):
                 row.append("TRUE" if value else "FALSE")
+            elif column == "files":
+                row.append(orjson.dumps(value).decode() if value else "NA")
             else:
                 row.append(str(value))
         writer.writerow(row)
     return buffer.getvalue().encode()
+
+
+def _journal_bytes(jobs: Iterable[tuple[Job, int]], base: Path) -> bytes:
+    root = os.path.abspath(base)
+    return b"".join(orjson.dumps(_job_record(job, root, rev)) + b"\n" for job, rev in jobs)
 
 
 # ---------------------------------------------------------------- decoding
@@ -191,6 +219,21 @@ class _RowReader:
         except ValueError:
             raise self.fail(column, f"{text!r} is not an ISO-8601 timestamp") from None
 
+    def files(self) -> list[Any]:
+        value = self.row.get("files")
+        if isinstance(value, list):
+            return value
+        text = self.text("files")
+        if text is None:
+            return []
+        try:
+            parsed = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            raise self.fail("files", "is not a JSON list of file records") from None
+        if not isinstance(parsed, list):
+            raise self.fail("files", "is not a JSON list of file records")
+        return parsed
+
     def job(self, base: Path) -> Job:
         provider_text = self.required("provider")
         try:
@@ -212,136 +255,342 @@ class _RowReader:
         for column in _PATH_COLUMNS:
             value = self.text(column) if column == "pairs_path" else self.required(column)
             paths[column] = _absolute(value, base)
-        return Job(
-            segment_index=self.integer("segment_index"),
-            provider=provider,
-            model=self.required("model"),
-            batch_id=self.text("batch_id"),
-            batch_input_path=paths["batch_input_path"] or "",
-            batch_output_path=paths["batch_output_path"] or "",
-            csv_path=paths["csv_path"] or "",
-            pairs_path=paths["pairs_path"],
-            done=done,
-            status=status,
-            raw_status=self.text("raw_status"),
-            n_pairs=self.integer("n_pairs", default=0),
-            run_tag=self.text("run_tag") or "",
-            submitted_at=self.timestamp("submitted_at"),
-            updated_at=self.timestamp("updated_at"),
-            error=self.text("error"),
-        )
-
-
-def _read_csv(path: Path) -> list[Job]:
-    base = path.parent
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise RegistryError(
-            f"No registry file found at {path}. Please supply 'jobs' or ensure that "
-            "'output_dir' contains a 'jobs_registry.csv' created by submit_pairs_multi_batch()."
-        ) from None
-    reader = csv.DictReader(io.StringIO(text))
-    header = reader.fieldnames or []
-    missing = [c for c in REFERENCE_COLUMNS if c not in header and c != "pairs_path"]
-    if missing:
-        raise RegistryError(f"{path}: missing column(s): {', '.join(missing)}")
-    jobs: dict[int, Job] = {}
-    for number, row in enumerate(reader, start=1):
-        job = _RowReader(str(path), number, row).job(base)
-        if job.segment_index in jobs:
-            raise RegistryError(
-                f"{path}: row {number}, column 'segment_index': "
-                f"duplicate segment {job.segment_index}"
+        try:
+            return Job(
+                segment_index=self.integer("segment_index"),
+                provider=provider,
+                model=self.required("model"),
+                batch_id=self.text("batch_id"),
+                batch_input_path=paths["batch_input_path"] or "",
+                batch_output_path=paths["batch_output_path"] or "",
+                csv_path=paths["csv_path"] or "",
+                pairs_path=paths["pairs_path"],
+                done=done,
+                status=status,
+                raw_status=self.text("raw_status"),
+                n_pairs=self.integer("n_pairs", default=0),
+                run_tag=self.text("run_tag") or "",
+                submitted_at=self.timestamp("submitted_at"),
+                updated_at=self.timestamp("updated_at"),
+                error=self.text("error"),
+                files=self.files(),
             )
-        jobs[job.segment_index] = job
-    return list(jobs.values())
+        except (TypeError, ValueError) as exc:
+            raise self.fail("files", f"bad file record: {exc}") from None
 
 
-def _read_journal(path: Path, base: Path) -> list[Job]:
+# A record as read: the job, its rev (None when the source had none), and where it was.
+_Read = tuple[Job, int | None, str]
+
+
+def _decode_text(path: Path, data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise RegistryError(
+            f"{path}: line {line} is not UTF-8 text (byte {exc.start}); the file is damaged"
+        ) from None
+
+
+def _read_csv(path: Path) -> list[_Read]:
+    base = path.parent
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise RegistryError(f"{path}: cannot be read ({exc.strerror})") from None
+    text = _decode_text(path, data)
+    if "\x00" in text:
+        raise RegistryError(f"{path}: holds NUL bytes; the file is damaged")
+    reader = csv.DictReader(io.StringIO(text))
+    try:
+        header = reader.fieldnames or []
+        missing = [c for c in REFERENCE_COLUMNS if c not in header and c != "pairs_path"]
+        if missing:
+            raise RegistryError(f"{path}: missing column(s): {', '.join(missing)}")
+        out: list[_Read] = []
+        for number, row in enumerate(reader, start=1):
+            if None in row or any(v is None for v in row.values()):
+                raise RegistryError(
+                    f"{path}: row {number} has {len(row) - (None in row)} of {len(header)} "
+                    "fields; the file is damaged (cut or edited)"
+                )
+            reader_row = _RowReader(str(path), number, row)
+            rev = reader_row.integer("rev", default=-1) if "rev" in header else None
+            out.append((reader_row.job(base), rev, f"{path}: row {number}"))
+    except csv.Error as exc:
+        raise RegistryError(f"{path}: line {reader.line_num}: {exc}") from None
+    if out and not text.endswith(("\n", "\r")):
+        raise RegistryError(
+            f"{path}: row {len(out)} ends without a newline: the file was cut mid-row"
+        )
+    return out
+
+
+def _journal_lines(data: bytes) -> tuple[list[bytes], bool]:
+    """The journal's lines, and whether the last one is torn (no newline after it)."""
     lines = data.split(b"\n")
-    torn_tail = not data.endswith(b"\n")
-    jobs = []
+    torn = bool(lines and lines[-1].strip())
+    return lines, torn
+
+
+def _read_journal(path: Path, base: Path) -> list[_Read]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise RegistryError(f"{path}: cannot be read ({exc.strerror})") from None
+    lines, torn = _journal_lines(data)
+    out: list[_Read] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             record = orjson.loads(line)
         except orjson.JSONDecodeError:
-            if torn_tail and number == len(lines):
+            if torn and number == len(lines):
                 log.warning("ignoring a torn last line in %s (a crash mid-append)", path)
                 continue
             raise RegistryError(f"{path}: line {number} is not valid JSON") from None
-        jobs.append(_RowReader(str(path), number, record).job(base))
-    return jobs
+        if not isinstance(record, dict):
+            raise RegistryError(f"{path}: line {number} is not a JSON object")
+        reader = _RowReader(str(path), number, record)
+        rev = reader.integer("rev") if record.get("rev") is not None else None
+        out.append((reader.job(base), rev, f"{path}: line {number}"))
+    return out
+
+
+def _merge(csv_records: list[_Read], journal: list[_Read]) -> dict[int, tuple[Job, int, str]]:
+    """Per segment, the newest record. A journal line without a rev (older versions)
+    is newer than any CSV row and than the lines before it."""
+    merged: dict[int, tuple[Job, int, str]] = {}
+    seen_csv: set[int] = set()
+    for job, rev, where in csv_records:
+        if job.segment_index in seen_csv:
+            raise RegistryError(
+                f"{where}, column 'segment_index': duplicate segment {job.segment_index}"
+            )
+        seen_csv.add(job.segment_index)
+        merged[job.segment_index] = (job, -1 if rev is None else rev, where)
+    floor = max((rev for _, rev, _ in merged.values()), default=-1)
+    for order, (job, rev, where) in enumerate(journal, start=1):
+        effective = floor + order if rev is None else rev
+        current = merged.get(job.segment_index)
+        if current is None or effective >= current[1]:
+            merged[job.segment_index] = (job, effective, where)
+    return merged
+
+
+def _run_segments(output_dir: Path) -> tuple[set[int] | None, str | None]:
+    """The segments and run tag ``run_settings.json`` lists (``None`` if it has none)."""
+    try:
+        settings = orjson.loads((output_dir / SETTINGS_NAME).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None, None
+    if not isinstance(settings, dict):
+        return None, None
+    segments = settings.get("segments")
+    tag = settings.get("run_tag") if isinstance(settings.get("run_tag"), str) else None
+    if not isinstance(segments, list) or not all(isinstance(s, int) for s in segments):
+        return None, tag
+    return set(segments), tag
+
+
+def _check_against_run(
+    output_dir: Path, merged: Mapping[int, tuple[Job, int, str]], source: Path
+) -> None:
+    segments, tag = _run_segments(output_dir)
+    if segments is not None:
+        for job, _, where in merged.values():
+            if job.segment_index not in segments:
+                raise RegistryError(
+                    f"{where}: segment {job.segment_index} is not a segment of this run "
+                    f"({SETTINGS_NAME} lists {_ranges(segments)})"
+                )
+        absent = sorted(segments - set(merged))
+        if absent:
+            raise RegistryError(
+                f"{source}: segment(s) {_ranges(absent)} of this run are missing "
+                f"({SETTINGS_NAME} lists {_ranges(segments)}); the registry is damaged"
+            )
+    owners: dict[str, int] = {}
+    for job, _, where in merged.values():
+        if tag is not None and job.run_tag and job.run_tag != tag:
+            raise RegistryError(f"{where}: run tag {job.run_tag!r} is not this run's ({tag!r})")
+        for path in (job.batch_input_path, job.pairs_path):
+            if path is None:
+                continue
+            other = owners.setdefault(path, job.segment_index)
+            if other != job.segment_index:
+                raise RegistryError(
+                    f"{where}: segment {job.segment_index} names {Path(path).name}, "
+                    f"which is segment {other}'s"
+                )
+
+
+def _ranges(values: Iterable[int]) -> str:
+    ordered = sorted(values)
+    parts: list[str] = []
+    start = prev = None
+    for value in [*ordered, None]:
+        if value is not None and prev is not None and value == prev + 1:
+            prev = value
+            continue
+        if start is not None:
+            parts.append(str(start) if start == prev else f"{start}-{prev}")
+        start = prev = value
+    return ", ".join(parts)
+
+
+def read_registry_revs(output_dir: str | os.PathLike[str]) -> list[tuple[Job, int]]:
+    """The recorded jobs with their revs, by segment (see :func:`read_registry`)."""
+    folder = Path(output_dir)
+    path, journal = registry_path(folder), journal_path(folder)
+    csv_records = _read_csv(path)
+    journal_records = _read_journal(journal, folder)
+    if not csv_records and not journal_records:
+        if path.exists() or journal.exists():
+            raise RegistryError(f"{path if path.exists() else journal}: holds no jobs")
+        raise RegistryError(
+            f"No registry file found at {path}. Please supply 'jobs' or ensure that "
+            "'output_dir' contains a 'jobs_registry.csv' created by submit_pairs_multi_batch()."
+        )
+    merged = _merge(csv_records, journal_records)
+    _check_against_run(folder, merged, journal if journal_records else path)
+    return [(job, rev) for job, rev, _ in (merged[k] for k in sorted(merged))]
 
 
 def read_registry(output_dir: str | os.PathLike[str]) -> list[Job]:
-    """The jobs recorded in ``output_dir``: the CSV with the journal applied, by segment."""
-    path = registry_path(output_dir)
-    jobs = {job.segment_index: job for job in _read_csv(path)}
-    for job in _read_journal(path.with_name(JOURNAL_NAME), path.parent):
-        jobs[job.segment_index] = job
-    return sorted(jobs.values(), key=lambda j: j.segment_index)
+    """The jobs recorded in ``output_dir``, by segment: the newest record of each from the
+    journal and the CSV. Raises :class:`RegistryError` naming the file and row for any
+    damage."""
+    return [job for job, _ in read_registry_revs(output_dir)]
 
 
 def write_registry(output_dir: str | os.PathLike[str], jobs: Iterable[Job]) -> Path:
-    """Atomically write the full CSV and drop the journal it supersedes."""
-    path = registry_path(output_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, _csv_bytes(jobs, path.parent))
-    with contextlib.suppress(FileNotFoundError):
-        path.with_name(JOURNAL_NAME).unlink()
-    return path
+    """Atomically write a whole registry (journal snapshot and CSV); returns the CSV."""
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    numbered = [(job, 0) for job in jobs]
+    atomic_write_bytes(journal_path(folder), _journal_bytes(numbered, folder))
+    atomic_write_bytes(registry_path(folder), _csv_bytes(numbered, folder))
+    return registry_path(folder)
 
 
 # ---------------------------------------------------------------- live registry
 
 
-class Registry:
-    """A registry kept true on disk while the engine runs.
+def repair_torn_tail(path: Path) -> bool:
+    """Cut a torn last journal line away (a crash mid-append), so the next append starts
+    on a line of its own. Only a writer holding the run lock may call this. Returns
+    whether anything was cut."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return False
+    lines, torn = _journal_lines(data)
+    if not torn:
+        return False
+    try:
+        orjson.loads(lines[-1])
+    except orjson.JSONDecodeError:
+        keep = len(data) - len(lines[-1])
+        with path.open("r+b") as handle:
+            handle.truncate(keep)
+            handle.flush()
+            os.fsync(handle.fileno())
+        log.warning("cut a torn last line (%d bytes) from %s", len(lines[-1]), path)
+        return True
+    # A whole record that lost only its newline: keep it, end its line.
+    with path.open("ab") as handle:
+        handle.write(b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return False
 
-    ``await record(job)`` returns once the transition is durable. Records made while a
-    write is in flight are committed together (one append, one fsync), so a thousand jobs
-    finishing at once cost a handful of disk flushes, not a thousand.
+
+class Registry:
+    """A registry kept true on disk while the engine runs (use it under the run lock).
+
+    ``await record(job)`` returns once the transition is durable in the journal. Records
+    made while a write is in flight are committed together (one append, one fsync), so a
+    thousand jobs finishing at once cost a handful of disk flushes, not a thousand. The
+    journal is compacted once it holds ``compact_factor`` times as many lines as there
+    are jobs, after the records that triggered it are already acknowledged.
     """
 
     def __init__(
         self,
         output_dir: str | os.PathLike[str],
-        jobs: Iterable[Job] = (),
+        jobs: Iterable[Job | tuple[Job, int]] = (),
         *,
-        fold_every: int = 512,
+        csv: bool = True,
         fsync: bool = True,
+        compact_factor: float = 4.0,
+        compact_min: int = 256,
     ) -> None:
         self.path = registry_path(output_dir)
-        self.journal_path = self.path.with_name(JOURNAL_NAME)
+        self.journal_path = journal_path(output_dir)
         self._base = self.path.parent
         self._root = os.path.abspath(self._base)
-        self._jobs: dict[int, Job] = {job.segment_index: job for job in jobs}
-        self._fold_every = fold_every
+        self._jobs: dict[int, Job] = {}
+        self._revs: dict[int, int] = {}
+        for item in jobs:
+            job, rev = item if isinstance(item, tuple) else (item, 0)
+            self._jobs[job.segment_index] = job
+            self._revs[job.segment_index] = rev
+        self._rev = max(self._revs.values(), default=0)
+        self.csv = csv
         self._fsync = fsync
+        self._compact_factor = compact_factor
+        self._compact_min = compact_min
         self._pending: list[Job] = []
-        self._journal_entries = 0
+        self._journal_lines = 0
         self._committed: asyncio.Future[None] | None = None
         self._committer: asyncio.Task[None] | None = None
+
+    @classmethod
+    def open(
+        cls, output_dir: str | os.PathLike[str], *, csv: bool = False, fsync: bool = True
+    ) -> Registry:
+        """The writer for an existing registry (blocking: call it in a thread, under the
+        lock). Cuts a torn journal tail first; writes the CSV only if ``csv`` is true or
+        one exists."""
+        repair_torn_tail(journal_path(output_dir))
+        records = read_registry_revs(output_dir)
+        keep_csv = csv or registry_path(output_dir).exists()
+        registry = cls(output_dir, records, csv=keep_csv, fsync=fsync)
+        try:
+            registry._journal_lines = journal_path(output_dir).read_bytes().count(b"\n")
+        except FileNotFoundError:
+            registry._journal_lines = 0
+        return registry
 
     @property
     def jobs(self) -> list[Job]:
         return sorted(self._jobs.values(), key=lambda j: j.segment_index)
 
+    def adopt(self, job: Job) -> None:
+        """Add a job the registry has no record of (durable at the next write)."""
+        self._rev += 1
+        self._jobs[job.segment_index] = job
+        self._revs[job.segment_index] = self._rev
+
     def write_now(self) -> None:
-        """Synchronously fold everything into the CSV (for use outside an event loop)."""
-        write_registry(self._base, self._jobs.values())
-        self._journal_entries = 0
+        """Synchronously write the whole registry (its first version, or a snapshot)."""
+        self._compact(self._snapshot())
+
+    def _snapshot(self) -> list[tuple[Job, int]]:
+        return [(self._jobs[k], self._revs[k]) for k in sorted(self._jobs)]
 
     async def record(self, job: Job) -> None:
         """Record a transition; returns when it is on disk."""
+        self._rev += 1
         self._jobs[job.segment_index] = job
+        self._revs[job.segment_index] = self._rev
         self._pending.append(job)
         if self._committed is None or self._committed.done():
             self._committed = asyncio.get_running_loop().create_future()
@@ -355,37 +604,43 @@ class Registry:
         while self._pending:
             batch, self._pending = self._pending, []
             waiter, self._committed = self._committed, None
+            lines = [(job, self._revs[job.segment_index]) for job in batch]
             try:
-                await asyncio.to_thread(self._append, batch)
-                if self._journal_entries >= self._fold_every:
-                    snapshot = list(self._jobs.values())
-                    await asyncio.to_thread(self._fold, snapshot)
+                await asyncio.to_thread(self._append, lines)
             except BaseException as exc:
                 if waiter is not None and not waiter.done():
                     waiter.set_exception(exc)
                 raise
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
+            if self._journal_lines >= max(
+                self._compact_min, self._compact_factor * len(self._jobs)
+            ):
+                # After the waiters are answered: compaction is off the transitions' path.
+                await asyncio.to_thread(self._compact, self._snapshot())
 
-    def _append(self, batch: list[Job]) -> None:
-        payload = b"".join(orjson.dumps(_job_record(j, self._root)) + b"\n" for j in batch)
+    def _append(self, lines: list[tuple[Job, int]]) -> None:
+        payload = b"".join(orjson.dumps(_job_record(j, self._root, r)) + b"\n" for j, r in lines)
         with self.journal_path.open("ab") as handle:
             handle.write(payload)
             handle.flush()
             if self._fsync:
                 os.fsync(handle.fileno())
-        self._journal_entries += len(batch)
+        self._journal_lines += len(lines)
 
-    def _fold(self, snapshot: list[Job]) -> None:
-        atomic_write_bytes(self.path, _csv_bytes(snapshot, self._base), fsync=self._fsync)
-        with contextlib.suppress(FileNotFoundError):
-            self.journal_path.unlink()
-        self._journal_entries = 0
+    def _compact(self, snapshot: list[tuple[Job, int]]) -> None:
+        self._base.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(
+            self.journal_path, _journal_bytes(snapshot, self._base), fsync=self._fsync
+        )
+        self._journal_lines = len(snapshot)
+        if self.csv:
+            atomic_write_bytes(self.path, _csv_bytes(snapshot, self._base), fsync=self._fsync)
 
     async def close(self) -> None:
-        """Wait for pending records, then fold the journal into the CSV."""
+        """Wait for pending records, then write the snapshot (journal, and CSV if kept)."""
         if self._committer is not None:
             with contextlib.suppress(Exception):
                 await self._committer
-        snapshot = list(self._jobs.values())
-        await asyncio.to_thread(self._fold, snapshot)
+        if self._jobs:
+            await asyncio.to_thread(self._compact, self._snapshot())

@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import random
 import re
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,26 +28,37 @@ from pairbatch.errors import (
     InputError,
     PairbatchError,
     ProviderError,
+    ProviderUnreachableError,
+    RegistryError,
     RetryExhaustedError,
     UnresolvedBatchError,
 )
 from pairbatch.events import Emitter, Event, EventHandler, EventKind, verbose_logging
-from pairbatch.models import BatchState, BatchStatus, Job, JobStatus, Provider, utcnow
-from pairbatch.normalize import failed_attempts_from_pairs, normalize_results
+from pairbatch.integrity import DamagedFileError, describe, verify
+from pairbatch.lock import RunLock
+from pairbatch.models import BatchState, BatchStatus, FileCheck, Job, JobStatus, Provider, utcnow
+from pairbatch.normalize import (
+    empty_combined,
+    empty_failed,
+    failed_attempts_from_pairs,
+    normalize_results,
+)
 from pairbatch.outcomes import (
     JobOutcome,
     batch_failure_frame,
     concat_frames,
+    empty_batch_failures,
     load_outcome,
     persist_outcome,
 )
 from pairbatch.outcomes import write_combined_csv as write_combined_csv_file
 from pairbatch.pairs import read_segment_pairs
 from pairbatch.providers import get_backend
-from pairbatch.providers.base import Downloaded
-from pairbatch.registry import Registry, read_registry, registry_path
+from pairbatch.providers.base import Downloaded, write_request_file
+from pairbatch.reconcile import Reconciler, Verdict
+from pairbatch.registry import Registry, holds_registry, read_registry, registry_path
 from pairbatch.session import Session
-from pairbatch.settings import read_settings
+from pairbatch.settings import SETTINGS_NAME, by_provider, read_settings, require_settings
 from pairbatch.transport import DEFAULT_RATE, Transport
 
 log = logging.getLogger("pairbatch.resume")
@@ -121,14 +133,14 @@ def _coerce_job(value: Job | Mapping[str, Any]) -> Job:
 def load_jobs(
     jobs: Sequence[Job | Mapping[str, Any]] | None, output_dir: str | os.PathLike[str] | None
 ) -> tuple[list[Job], Path]:
-    """Jobs from the argument or the registry in ``output_dir``, and the run folder."""
+    """Jobs from the argument (validated) or none, and the run folder."""
     if jobs is None:
         if output_dir is None:
             raise InputError(
                 "Either 'jobs' must be supplied or 'output_dir' must be provided to load a "
                 "registry from disk."
             )
-        return read_registry(output_dir), Path(output_dir)
+        return [], Path(output_dir)
     loaded = [_coerce_job(j) for j in jobs]
     if output_dir is None:
         if not loaded:
@@ -142,6 +154,56 @@ def load_jobs(
     return loaded, Path(output_dir)
 
 
+def open_run(given: list[Job], output_dir: Path, *, csv: bool) -> tuple[Registry, dict[str, Any]]:
+    """The run's registry writer and settings (blocking; call it under the run lock).
+
+    The registry on disk is the truth: a given job replaces a recorded one only when the
+    folder has no record of its segment (a registry from elsewhere, or none at all).
+    """
+    if not output_dir.is_dir():
+        raise InputError(f"output_dir {output_dir} is not a folder")
+    settings = read_settings(output_dir)
+    if holds_registry(output_dir):
+        registry = Registry.open(output_dir, csv=csv)
+        recorded = {job.segment_index for job in registry.jobs}
+        extra = [job for job in given if job.segment_index not in recorded]
+        for job in extra:
+            registry.adopt(job)
+        return registry, settings
+    if not given:
+        raise RegistryError(
+            f"No registry file found at {registry_path(output_dir)}. Please supply 'jobs' or "
+            "ensure that 'output_dir' contains a 'jobs_registry.csv' created by "
+            "submit_pairs_multi_batch()."
+        )
+    registry = Registry(output_dir, given, csv=csv)
+    registry.write_now()
+    return registry, settings
+
+
+def rebuild_request_file(job: Job, settings: Mapping[str, Any], pairs: pl.DataFrame) -> FileCheck:
+    """Write a segment's request file again from its stored pairs and the run settings:
+    the same bytes submit wrote (blocking)."""
+    needed = ("prompt_template", "trait_name", "trait_description", "options", "model")
+    absent = [k for k in needed if k not in settings]
+    if absent:
+        raise InputError(
+            f"segment {job.segment_index}: request file {job.batch_input_path} is missing and "
+            f"cannot be rebuilt: {SETTINGS_NAME} has no {', '.join(absent)}"
+        )
+    write_request_file(
+        get_backend(job.provider),
+        job.batch_input_path,
+        pairs,
+        model=job.model,
+        template=str(settings["prompt_template"]),
+        trait_name=str(settings["trait_name"]),
+        trait_description=str(settings["trait_description"]),
+        options=dict(settings["options"]),
+    )
+    return describe(job.batch_input_path, rows=pairs.height, hashed=True)
+
+
 class _Run:
     """The state of one resume call: its jobs, registry, connections and queue."""
 
@@ -151,8 +213,9 @@ class _Run:
         output_dir: Path,
         options: ResumeOptions,
         session: Session,
-        registry: Registry | None,
+        registry: Registry,
         emit: Emitter,
+        settings: Mapping[str, Any],
     ) -> None:
         self.jobs = {job.segment_index: job for job in jobs}
         self.output_dir = output_dir
@@ -160,6 +223,8 @@ class _Run:
         self.session = session
         self.registry = registry
         self.emit = emit
+        self.settings = settings
+        self.reconciler = Reconciler(session.client, lambda: self.jobs.values())
         self.rng = random.Random()
         self.level = logging.INFO if options.verbose else logging.DEBUG
 
@@ -168,8 +233,7 @@ class _Run:
 
     async def record(self, job: Job) -> Job:
         self.jobs[job.segment_index] = job
-        if self.registry is not None:
-            await self.registry.record(job)
+        await self.registry.record(job)
         return job
 
     # ------------------------------------------------------------ one job
@@ -178,53 +242,86 @@ class _Run:
         """Take one job from wherever it is to done (or a recorded permanent error)."""
         try:
             if job.batch_id is None:
-                job = await self.adopt_or_submit(job)
+                job = await self.obtain_batch(job)
             return await self.poll_until_done(job)
+        except ProviderUnreachableError:
+            raise  # the whole run stops: every job of that provider would fail the same way
         except (ProviderError, PairbatchError, OSError, pl.exceptions.PolarsError) as exc:
             # One job's permanent error must not stop the others: record it on the job.
             job = self.jobs.get(job.segment_index, job)
             log.error("%s segment %d (%s): %s", TAG, job.segment_index, job.provider, exc)
             job = await self.record(job.transition(status=JobStatus.ERROR, error=str(exc)))
             self.emit(Event(EventKind.ERROR, job, detail=str(exc)))
-            return JobOutcome(job, None, None)
+            return JobOutcome(job, None, None, error=str(exc))
 
-    async def adopt_or_submit(self, job: Job) -> Job:
-        from pairbatch.submit import create_batch  # submit imports this module
-
-        """A segment with an intent but no batch id: find the batch it may have created
-        before a crash, and only if there is none, send it again (never pay twice)."""
-        client = self.session.client(job.provider)
-        found = None
-        while job.run_tag:
-            try:
-                found = await client.find_batch(job)
-                break
-            except UnresolvedBatchError as exc:
-                self.say("%s", exc)
+    async def obtain_batch(self, job: Job) -> Job:
+        """A segment with no batch id: adopt the batch its create made (proven), or send
+        the create, never both (see :mod:`pairbatch.reconcile`)."""
+        if not self._never_sent(job):
+            while True:
+                resolution = await self.reconciler.resolve(job)
+                if resolution.verdict is not Verdict.WAIT:
+                    break
+                if job.error != resolution.reason:
+                    job = await self.record(job.transition(error=resolution.reason))
+                self.say("%s", resolution.reason)
+                self.emit(Event(EventKind.RETRY, job, detail=resolution.reason))
                 await asyncio.sleep(self.options.next_delay(job, None, self.rng))
-        if found:
-            self.say("segment %d: adopted existing batch %s", job.segment_index, found)
-        else:
-            path = Path(job.batch_input_path)
-            if not await asyncio.to_thread(path.exists):
-                raise InputError(
-                    f"segment {job.segment_index} has no batch id and its request file "
-                    f"{path} is gone; it cannot be submitted"
+            if resolution.verdict is Verdict.ADOPT:
+                self.say(
+                    "segment %d: adopted existing batch %s", job.segment_index, resolution.batch_id
                 )
-            # The submit call's options; read only here, as a resend is rare.
-            settings = await asyncio.to_thread(read_settings, self.output_dir)
-            options = settings.get("options")
-            if not isinstance(options, dict) or settings.get("provider") != job.provider:
-                options = get_backend(job.provider).prepare_options(job.model, {})
-            found = await create_batch(client, job, path, options)
-            self.say("segment %d: submitted batch %s", job.segment_index, found)
-        job = await self.record(
-            job.transition(
-                batch_id=found, status=JobStatus.PENDING, submitted_at=utcnow(), error=None
-            )
-        )
-        self.emit(Event(EventKind.SUBMITTED, job, detail=found))
+                job = await self.record(
+                    job.transition(
+                        batch_id=resolution.batch_id,
+                        status=JobStatus.PENDING,
+                        submitted_at=utcnow(),
+                        error=None,
+                    )
+                )
+                self.emit(Event(EventKind.SUBMITTED, job, detail=job.batch_id))
+                return job
+        path, options, files = await asyncio.to_thread(self.sendable, job)
+        job = attrs.evolve(job, files=files)
+        try:
+            job = await self.reconciler.send(job, path, options, self.record)
+        except UnresolvedBatchError as exc:
+            job = self.jobs.get(job.segment_index, job)
+            raise PairbatchError(str(exc)) from None
+        self.say("segment %d: submitted batch %s", job.segment_index, job.batch_id)
+        self.emit(Event(EventKind.SUBMITTED, job, detail=job.batch_id))
         return job
+
+    def _never_sent(self, job: Job) -> bool:
+        """Whether the registry proves no create was ever sent for ``job``."""
+        if job.status is JobStatus.SUBMIT_FAILED:
+            return True
+        # Before format 2, "intent" was recorded just before the create was sent.
+        return job.status is JobStatus.INTENT and self.settings.get("format", 1) >= 2
+
+    def sendable(self, job: Job) -> tuple[Path, dict[str, Any], tuple[FileCheck, ...]]:
+        """The request file to send (checked, or rebuilt when missing), the submit call's
+        options and the job's file records (blocking: run in a thread)."""
+        settings = require_settings(self.output_dir, "options", "provider")
+        if settings.get("provider") != job.provider.value:
+            raise InputError(
+                f"{self.output_dir / SETTINGS_NAME} is for provider {settings.get('provider')!r}, "
+                f"not segment {job.segment_index}'s {job.provider.value!r}"
+            )
+        options = dict(settings["options"])
+        path = Path(job.batch_input_path)
+        if path.exists():
+            verify(
+                path,
+                job.file_check(path),
+                remedy="delete it to have it rebuilt from the segment's pairs",
+            )
+            return path, options, job.files
+        rebuilt = rebuild_request_file(job, settings, _segment_pairs(job))
+        log.warning(
+            "%s segment %d: request file %s was missing; rebuilt", TAG, job.segment_index, path
+        )
+        return path, options, job.with_files(rebuilt)
 
     async def poll_until_done(self, job: Job) -> JobOutcome:
         client = self.session.client(job.provider)
@@ -245,16 +342,17 @@ class _Run:
                 status = await client.status(job.batch_id)
             except ProviderError as exc:
                 if isinstance(exc, RetryExhaustedError) or exc.status not in _PERMANENT_STATUSES:
-                    self.say("Error retrieving %s batch %s: %s", job.provider, job.batch_id, exc)
-                    self.emit(Event(EventKind.RETRY, job, detail=str(exc)))
+                    job = await self.unreachable(job, exc)
                     continue
                 raise
             self.say("%s batch %s status: %s", job.provider, job.batch_id, status.raw_state)
             self.emit(Event(EventKind.POLLED, job, detail=status.raw_state))
-            if status.raw_state != job.raw_status and not status.state.is_terminal:
+            if (status.raw_state != job.raw_status or job.error) and not status.state.is_terminal:
                 job = await self.record(
                     job.transition(
-                        status=JobStatus.from_state(status.state), raw_status=status.raw_state
+                        status=JobStatus.from_state(status.state),
+                        raw_status=status.raw_state,
+                        error=None,
                     )
                 )
             if status.state.is_terminal:
@@ -267,7 +365,24 @@ class _Run:
                         job.batch_id,
                         exc,
                     )
-                    self.emit(Event(EventKind.RETRY, job, detail=str(exc)))
+                    job = await self.unreachable(job, exc)
+
+    async def unreachable(self, job: Job, exc: ProviderError) -> Job:
+        """A poll or download that failed after its retries: the reason goes on the job
+        (registry, status, progress) and it polls again later. A provider that has not
+        answered once in this run stops the run with one line instead."""
+        provider = job.provider.value
+        if exc.error_type == "connect" and not self.session.transport.counters(provider).get(
+            "responses"
+        ):
+            raise ProviderUnreachableError(
+                f"{provider} cannot be reached: {exc.message}; check its base URL and network"
+            ) from None
+        self.say("Error retrieving %s batch %s: %s", job.provider, job.batch_id, exc)
+        self.emit(Event(EventKind.RETRY, job, detail=str(exc)))
+        if job.error != str(exc):
+            job = await self.record(job.transition(error=str(exc)))
+        return job
 
     async def finish(self, job: Job, status: BatchStatus) -> JobOutcome:
         """Download a terminal batch, settle it on disk, then mark it done."""
@@ -278,7 +393,7 @@ class _Run:
             downloaded = await client.download(job, status)
         # Everything else is file and CPU work: one trip to a worker thread, not one per
         # step, so the event loop keeps its requests on time.
-        results, failed, failure = await asyncio.to_thread(
+        results, failed, failure, files = await asyncio.to_thread(
             _settle, job, status, downloaded, self.options
         )
         job = await self.record(
@@ -287,6 +402,7 @@ class _Run:
                 status=JobStatus.from_state(status.state),
                 raw_status=status.raw_state,
                 error=None,
+                files=job.with_files(*files),
             )
         )
         n_results = 0 if results is None else results.height
@@ -309,11 +425,12 @@ def _delete_jsonl(job: Job) -> None:
 
 def _settle(
     job: Job, status: BatchStatus, downloaded: Downloaded | None, options: ResumeOptions
-) -> tuple[pl.DataFrame | None, pl.DataFrame, pl.DataFrame | None]:
+) -> tuple[pl.DataFrame | None, pl.DataFrame, pl.DataFrame | None, tuple[FileCheck, ...]]:
     """Parse, normalise and persist a terminal batch (blocking; run in a worker thread).
 
-    Returns its results (``None`` when the batch produced none), failed attempts and, for a
-    batch that did not succeed, its one-row batch failure.
+    Returns its results (``None`` when the batch produced none), failed attempts, for a
+    batch that did not succeed its one-row batch failure, and the records of the files
+    written.
     """
     pairs = _segment_pairs(job)
     received_at = utcnow()
@@ -350,7 +467,7 @@ def _settle(
         if results is not None and results.height:
             detail += f" ({results.height} of {pairs.height} results salvaged)"
         failure = batch_failure_frame(job, word, detail, received_at)
-    persist_outcome(
+    files = persist_outcome(
         job,
         results,
         failed,
@@ -358,15 +475,30 @@ def _settle(
     )
     if status.state is BatchState.SUCCEEDED and not options.keep_jsonl:
         _delete_jsonl(job)
-    return results, failed, failure
+    return results, failed, failure, files
 
 
 def _segment_pairs(job: Job) -> pl.DataFrame:
-    if not job.pairs_path or not Path(job.pairs_path).exists():
+    """The segment's stored pairs, checked against what submit wrote."""
+    if not job.pairs_path:
         raise InputError(
             f"Missing pair data for segment {job.segment_index}; unable to normalize results."
         )
-    return read_segment_pairs(job.pairs_path)
+    path = Path(job.pairs_path)
+    remedy = "restore it from a backup (its pairs cannot be matched to results without it)"
+    try:
+        pairs = read_segment_pairs(path)
+    except (InputError, FileNotFoundError):
+        raise DamagedFileError(path, "the file is missing", remedy) from None
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DamagedFileError(path, f"cannot be read ({first})", remedy) from None
+    verify(path, job.file_check(path), rows=pairs.height, remedy=remedy)
+    if job.n_pairs and pairs.height != job.n_pairs:
+        raise DamagedFileError(
+            path, f"holds {pairs.height} pairs but the segment has {job.n_pairs}", remedy
+        )
+    return pairs
 
 
 def _parse(backend: Any, downloaded: Downloaded, prefix: str, suffix: str) -> pl.DataFrame:
@@ -415,15 +547,17 @@ def _rate_limits(
     per_job_delay: float | None, rate_limits: Mapping[str, float] | None
 ) -> dict[str, float]:
     if per_job_delay is not None:
-        if per_job_delay <= 0:
-            raise InputError("'per_job_delay' must be positive")
+        delay = _check_number("per_job_delay", per_job_delay, low=0)
+        if delay == 0:
+            raise InputError("'per_job_delay' must be positive, got 0")
         # Compatibility: one request per per_job_delay seconds, for each provider.
-        return {p.value: 1.0 / per_job_delay for p in Provider}
+        return {p.value: 1.0 / delay for p in Provider}
     limits = {p.value: DEFAULT_RATE for p in Provider}
-    for name, rate in (rate_limits or {}).items():
-        if not isinstance(rate, int | float) or rate <= 0:
-            raise InputError(f"rate_limits[{name!r}] must be a positive number")
-        limits[Provider.parse(name).value] = float(rate)
+    for name, rate in by_provider(rate_limits, "rate_limits").items():
+        value = _check_number(f"rate_limits[{name.value!r}]", rate, low=0)
+        if value == 0:
+            raise InputError(f"'rate_limits[{name.value!r}]' must be positive, got 0")
+        limits[name.value] = value
     return limits
 
 
@@ -449,19 +583,32 @@ async def iter_completed(
     base_urls: Mapping[str, str] | None = None,
     transport: Transport | None = None,
     on_event: EventHandler | None = None,
+    redownload: Iterable[int] | bool = (),
 ) -> AsyncGenerator[JobOutcome, None]:
     """Yield each job's :class:`JobOutcome` the moment its results are on disk.
 
-    Jobs already done in the registry are yielded first, read back from disk with no
-    provider calls. Use ``contextlib.aclosing`` (or ``async for`` to the end) so that
-    stopping early cancels the polling tasks and leaves the registry consistent. Arguments
-    are those of :func:`resume_multi_batches`, less the combined-CSV ones.
+    Jobs already done in the registry are yielded first, read back from disk (and checked
+    against what was written) with no provider calls; a done job whose files are missing
+    or damaged yields an outcome whose ``error`` names the file. ``redownload`` (segment
+    numbers, or ``True`` for every such job) fetches their results again instead. The
+    run folder is locked for the whole iteration: a second writer is refused. Use
+    ``contextlib.aclosing`` (or ``async for`` to the end) so that stopping early cancels
+    the polling tasks and leaves the registry consistent. Arguments are those of
+    :func:`resume_multi_batches`, less the combined-CSV ones.
     """
-    if interval_seconds < 0:
-        raise InputError("'interval_seconds' must be >= 0")
-    if openai_max_retries < 1 or max_tries < 1:
-        raise InputError("'openai_max_retries' and 'max_tries' must be at least 1")
-    job_list, out_dir = await asyncio.to_thread(load_jobs, jobs, output_dir)
+    _check_number("interval_seconds", interval_seconds, low=0)
+    if max_interval_seconds is not None:
+        _check_number("max_interval_seconds", max_interval_seconds, low=0)
+    if timeout is not None:
+        _check_number("timeout", timeout, low=0)
+    for name, value in (
+        ("openai_max_retries", openai_max_retries),
+        ("max_tries", max_tries),
+        ("max_concurrency", max_concurrency),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"'{name}' must be an integer >= 1, got {value!r}")
+    given, out_dir = await asyncio.to_thread(load_jobs, jobs, output_dir)
     options = ResumeOptions(
         interval_seconds=float(interval_seconds),
         write_results_csv=write_results_csv,
@@ -473,8 +620,6 @@ async def iter_completed(
     )
     limits = _rate_limits(per_job_delay, rate_limits)
     tries = {p.value: max_tries for p in Provider} | {"openai": openai_max_retries}
-    keep_registry = write_registry or await asyncio.to_thread(registry_path(out_dir).exists)
-    registry = Registry(out_dir, job_list) if keep_registry else None
     session = Session(
         transport=transport,
         api_keys=api_keys,
@@ -485,65 +630,109 @@ async def iter_completed(
         bursts={p.value: 1.0 for p in Provider} if per_job_delay is not None else None,
         max_tries=tries,
     )
-    run = _Run(job_list, out_dir, options, session, registry, Emitter(on_event, log))
-    with verbose_logging(verbose):
-        tasks: list[asyncio.Task[JobOutcome]] = []
-        entered = False
-        try:
-            for job in job_list:
-                if job.done:
-                    yield await asyncio.to_thread(load_outcome, job)
-            pending_jobs = [job for job in job_list if not job.done]
-            if not pending_jobs:
-                return
-            await session.__aenter__()
-            entered = True
-            loop = asyncio.get_running_loop()
-            deadline = None if timeout is None else loop.time() + timeout
-            tasks = [
-                asyncio.create_task(run.drive(job), name=f"pairbatch-segment-{job.segment_index}")
-                for job in pending_jobs
-            ]
-            waiting: set[asyncio.Task[JobOutcome]] = set(tasks)
-            while waiting:
-                remaining = None if deadline is None else deadline - loop.time()
-                if remaining is not None and remaining <= 0:
-                    log.warning("%s timeout reached; %d job(s) unfinished", TAG, len(waiting))
-                    break
-                finished, waiting = await asyncio.wait(
-                    waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-                )
-                for task in sorted(finished, key=lambda t: t.get_name()):
-                    outcome = task.result()
-                    run.progress()
+    lock = RunLock(out_dir, "resume")
+    if not await asyncio.to_thread(out_dir.is_dir):
+        raise InputError(f"output_dir {out_dir} is not a folder")
+    await asyncio.to_thread(lock.acquire)
+    try:
+        registry, settings = await asyncio.to_thread(open_run, given, out_dir, csv=write_registry)
+        run = _Run(
+            registry.jobs, out_dir, options, session, registry, Emitter(on_event, log), settings
+        )
+        with verbose_logging(verbose):
+            async with contextlib.aclosing(_drive_all(run, session, timeout, redownload)) as gen:
+                async for outcome in gen:
                     yield outcome
-        finally:
-            # Stop the pollers before the connections they use, and fold the registry
-            # last; shielded so a second cancellation cannot leave it half-closed.
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
-            if entered:
-                await session.__aexit__(None, None, None)
-            if registry is not None:
-                await asyncio.shield(registry.close())
+    finally:
+        lock.release()
+
+
+async def _drive_all(
+    run: _Run, session: Session, deadline_s: float | None, redownload: Iterable[int] | bool
+) -> AsyncGenerator[JobOutcome, None]:
+    """Yield done jobs from disk, then drive the rest concurrently (under the lock)."""
+    wanted = redownload if isinstance(redownload, bool) else frozenset(redownload)
+    tasks: list[asyncio.Task[JobOutcome]] = []
+    entered = False
+    try:
+        pending_jobs = [job for job in run.jobs.values() if not job.done]
+        for job in [j for j in run.jobs.values() if j.done]:
+            asked = wanted is True or (not isinstance(wanted, bool) and job.segment_index in wanted)
+            outcome = None if asked and job.batch_id else await asyncio.to_thread(load_outcome, job)
+            if outcome is None or (outcome.error and wanted is True):
+                # Fetched again from the provider: the results are re-derived, not guessed.
+                pending_jobs.append(await run.record(job.transition(done=False)))
+                continue
+            yield outcome
+        if not pending_jobs:
+            return
+        await session.__aenter__()
+        entered = True
+        loop = asyncio.get_running_loop()
+        deadline = None if deadline_s is None else loop.time() + deadline_s
+        tasks = [
+            asyncio.create_task(run.drive(job), name=f"pairbatch-segment-{job.segment_index}")
+            for job in sorted(pending_jobs, key=lambda j: j.segment_index)
+        ]
+        waiting: set[asyncio.Task[JobOutcome]] = set(tasks)
+        while waiting:
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                log.warning("%s timeout reached; %d job(s) unfinished", TAG, len(waiting))
+                break
+            finished, waiting = await asyncio.wait(
+                waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in sorted(finished, key=lambda t: t.get_name()):
+                outcome = task.result()
+                run.progress()
+                yield outcome
+    finally:
+        # Stop the pollers before the connections they use, and fold the registry
+        # last; shielded so a second cancellation cannot leave it half-closed.
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if entered:
+            await session.__aexit__(None, None, None)
+        await asyncio.shield(run.registry.close())
+
+
+def _check_number(name: str, value: object, *, low: float) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < low
+    ):
+        raise InputError(f"'{name}' must be a finite number >= {low:g}, got {value!r}")
+    return float(value)
 
 
 @attrs.frozen
 class ResumeResult:
-    """What :func:`resume_multi_batches` returns (the reference's list, as attributes)."""
+    """What :func:`resume_multi_batches` returns (the reference's list, as attributes).
+
+    Frames always have their declared columns, also when empty: ``combined`` (no rows
+    when no pair has a result), ``failed_attempts`` and ``batch_failures``. ``errors``
+    lists what kept a job from being complete (a damaged file, a permanent error).
+    """
 
     jobs: list[Job]
     outcomes: list[JobOutcome]
-    combined: pl.DataFrame | None
+    combined: pl.DataFrame
     failed_attempts: pl.DataFrame
     batch_failures: pl.DataFrame
     combined_csv_path: Path | None = None
 
     @property
+    def errors(self) -> list[str]:
+        return [o.error for o in self.outcomes if o.error]
+
+    @property
     def all_done(self) -> bool:
-        return all(job.done for job in self.jobs)
+        return all(job.done for job in self.jobs) and not self.errors
 
 
 async def resume_multi_batches(
@@ -570,20 +759,22 @@ async def resume_multi_batches(
     base_urls: Mapping[str, str] | None = None,
     transport: Transport | None = None,
     on_event: EventHandler | None = None,
+    redownload: Iterable[int] | bool = (),
 ) -> ResumeResult:
     """Poll, download and parse every unfinished job; return the combined results.
 
     Same arguments and semantics as the reference ``llm_resume_multi_batches()``, with
     the per-job sleep replaced by concurrency under per-provider rate limits
     (``per_job_delay``, when given, sets every provider to one request per that many
-    seconds). Jobs completed in earlier runs are included in ``combined``. A ``transport``
-    passed in is shared as it is: its own rate limits apply, not ``rate_limits``.
+    seconds). Jobs completed in earlier runs are included in ``combined``. The registry
+    journal is always written; ``write_registry`` asks for the CSV snapshot as well (kept
+    anyway when one exists). A ``transport`` passed in is shared as it is: its own rate
+    limits apply, not ``rate_limits``. ``redownload``: see :func:`iter_completed`.
     """
-    job_list, out_dir = await asyncio.to_thread(load_jobs, jobs, output_dir)
     outcomes: dict[int, JobOutcome] = {}
     gen = iter_completed(
-        job_list,
-        out_dir,
+        jobs,
+        output_dir,
         interval_seconds,
         per_job_delay,
         write_results_csv,
@@ -602,20 +793,24 @@ async def resume_multi_batches(
         base_urls=base_urls,
         transport=transport,
         on_event=on_event,
+        redownload=redownload,
     )
     async with contextlib.aclosing(gen):
         async for outcome in gen:
             outcomes[outcome.job.segment_index] = outcome
+    _, out_dir = load_jobs(jobs, output_dir)
+    recorded = await asyncio.to_thread(read_registry, out_dir)
     final_jobs = [
-        outcomes[j.segment_index].job if j.segment_index in outcomes else j for j in job_list
+        outcomes[j.segment_index].job if j.segment_index in outcomes else j for j in recorded
     ]
     ordered = [outcomes[k] for k in sorted(outcomes)]
     combined = concat_frames([o.results for o in ordered if o.results is not None])
     failed = concat_frames([o.failed_attempts for o in ordered if o.failed_attempts is not None])
     failures = concat_frames([o.batch_failure for o in ordered if o.batch_failure is not None])
+    combined = combined if combined is not None else empty_combined()
     written: Path | None = None
     with verbose_logging(verbose):
-        if write_combined_csv and combined is not None:
+        if write_combined_csv:
             written = resolve_combined_path(out_dir, combined_csv_path)
             await asyncio.to_thread(write_combined_csv_file, combined, written)
             log.log(
@@ -628,7 +823,7 @@ async def resume_multi_batches(
         jobs=final_jobs,
         outcomes=ordered,
         combined=combined,
-        failed_attempts=failed if failed is not None else pl.DataFrame(),
-        batch_failures=failures if failures is not None else pl.DataFrame(),
+        failed_attempts=failed if failed is not None else empty_failed(),
+        batch_failures=failures if failures is not None else empty_batch_failures(),
         combined_csv_path=written,
     )

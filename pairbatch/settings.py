@@ -70,21 +70,44 @@ def resolve_base_url(provider: Provider, explicit: str | None = None) -> str:
     return url.rstrip("/")
 
 
+FORMAT = 2  # 2: intents are recorded before any create, "creating" before each one
+
+
 def write_settings(output_dir: Path, settings: Mapping[str, Any]) -> None:
-    """What resume needs to re-send a segment whose create never reached the provider."""
+    """Everything resume needs to rebuild or re-send a segment (no keys)."""
     atomic_write_bytes(
-        output_dir / SETTINGS_NAME, orjson.dumps(dict(settings), option=orjson.OPT_INDENT_2)
+        output_dir / SETTINGS_NAME,
+        orjson.dumps({"format": FORMAT, **settings}, option=orjson.OPT_INDENT_2),
     )
 
 
 def read_settings(output_dir: Path) -> dict[str, Any]:
+    """The run's settings; ``{}`` when the folder has none (a run made by the reference)."""
     path = output_dir / SETTINGS_NAME
     try:
         data = orjson.loads(path.read_bytes())
     except FileNotFoundError:
         return {}
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
     except orjson.JSONDecodeError as exc:
         raise InputError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InputError(f"{path} must hold a JSON object")
     return data
+
+
+def require_settings(output_dir: Path, *keys: str) -> dict[str, Any]:
+    """The settings a resend needs; an error naming the file when they are not there
+    (defaults would send a different request from the one the user asked for)."""
+    path = output_dir / SETTINGS_NAME
+    settings = read_settings(output_dir)
+    if not settings:
+        raise InputError(
+            f"{path} is missing: a segment must be sent again and its options, template "
+            "and trait are not known without it (restore the file from a backup)"
+        )
+    absent = [k for k in keys if k not in settings]
+    if absent:
+        raise InputError(f"{path}: has no {', '.join(absent)} (a run from an older version?)")
+    return settings

@@ -1,14 +1,15 @@
 """Submit: split pairs into segments, write each segment's files, create the batches.
 
-Segments are submitted concurrently under the same limits as polling. Before each create
-call the job is recorded as an *intent* (segment, run tag) and the run tag travels in the
-batch's metadata, so a create that timed out, or a crash between create and registry
-write, is reconciled by finding the batch instead of paying for it twice.
+Every file a segment needs is written before any intent is recorded, every intent before
+any create, and each create is recorded as ``creating`` before it is sent (see
+:mod:`pairbatch.reconcile`), so a crash at any instant is resumed without paying twice.
+Creates run concurrently under the same limits as polling.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import tempfile
@@ -19,8 +20,11 @@ from typing import Any
 import attrs
 import polars as pl
 
+from pairbatch import _crash
 from pairbatch.errors import InputError, PairbatchError, ProviderError, UnresolvedBatchError
 from pairbatch.events import Emitter, Event, EventHandler, EventKind, verbose_logging
+from pairbatch.integrity import describe
+from pairbatch.lock import RunLock
 from pairbatch.models import Job, JobStatus, Provider, utcnow
 from pairbatch.pairs import (
     PairsSource,
@@ -34,10 +38,17 @@ from pairbatch.pairs import (
 from pairbatch.prompts import DEFAULT_TEMPLATE, validate_template
 from pairbatch.providers import get_backend
 from pairbatch.providers.base import BatchClient, write_request_file
-from pairbatch.registry import COLUMNS, Registry
-from pairbatch.registry import write_registry as write_registry_file
+from pairbatch.reconcile import Reconciler
+from pairbatch.registry import (
+    COLUMNS,
+    JOURNAL_NAME,
+    REGISTRY_NAME,
+    Registry,
+    holds_registry,
+    read_registry,
+)
 from pairbatch.session import Session
-from pairbatch.settings import write_settings
+from pairbatch.settings import SETTINGS_NAME, write_settings
 from pairbatch.transport import Transport
 
 log = logging.getLogger("pairbatch.submit")
@@ -48,13 +59,14 @@ _DISPLAY = {Provider.OPENAI: "OpenAI", Provider.ANTHROPIC: "Anthropic", Provider
 
 def jobs_frame(jobs: list[Job]) -> pl.DataFrame:
     """The registry as a Polars frame (reference columns first)."""
+    columns = [c for c in COLUMNS if c not in ("rev", "files")]
     rows = []
     for job in jobs:
-        row = attrs.asdict(job)
+        row = attrs.asdict(job, recurse=False)
         row["provider"] = job.provider.value
         row["status"] = job.status.value
-        rows.append({column: row[column] for column in COLUMNS})
-    schema: dict[str, Any] = {c: pl.Utf8 for c in COLUMNS}
+        rows.append({column: row[column] for column in columns})
+    schema: dict[str, Any] = {c: pl.Utf8 for c in columns}
     schema |= {
         "segment_index": pl.Int64,
         "done": pl.Boolean,
@@ -106,75 +118,40 @@ async def submit_pairs_multi_batch(
     base_url: str | None = None,
     transport: Transport | None = None,
     on_event: EventHandler | None = None,
+    overwrite: bool = False,
     **provider_options: Any,
 ) -> SubmitResult:
     """Split ``pairs`` into segments and create one provider batch per segment.
 
     Same arguments as the reference ``llm_submit_pairs_multi_batch()``; provider options
     (``temperature``, ``reasoning``, ``include_thoughts``, ``thinking_level`` ...) pass
-    through as keyword arguments and are validated before anything is written. A segment
-    that fails to submit is recorded with ``status="submit_failed"`` (see
-    :attr:`SubmitResult.failed`) and the others go on; ``resume_multi_batches`` sends it
-    again after checking that no batch for it exists. ``keep_jsonl`` is accepted for the
-    reference's signature; as there, request files are only ever deleted by resume.
+    through as keyword arguments. It runs in three phases, so that a crash or a full disk
+    at any instant loses nothing and pays for nothing twice:
+
+    1. validate everything (options, key, pairs, the folder) and write every segment's
+       pairs and request file, and the run settings, fsynced; a failure here removes what
+       it wrote and no batch exists;
+    2. record every segment's intent in the registry (journal always; the CSV snapshot
+       when ``write_registry``);
+    3. create the batches concurrently, each recorded as ``creating`` before it is sent.
+
+    A folder that already holds a run is refused (resume it, or choose another folder);
+    ``overwrite=True`` replaces a run only when none of its batches can still be running.
+    A segment that fails to submit is recorded (see :attr:`SubmitResult.failed`) and the
+    others go on; ``resume_multi_batches`` sends it again, or reconciles it first when
+    its create's outcome is unknown. ``keep_jsonl`` is accepted for the reference's
+    signature; as there, request files are only ever deleted by resume.
     """
-    provider = Provider.parse(backend)
-    if not isinstance(model, str) or not model.strip():
-        raise InputError("'model' must be a non-empty string")
-    for name, value in (("trait_name", trait_name), ("trait_description", trait_description)):
-        if not isinstance(value, str):
-            raise InputError(f"'{name}' must be a string")
-    if openai_max_retries < 1 or max_tries < 1:
-        raise InputError("'openai_max_retries' and 'max_tries' must be at least 1")
-    template = validate_template(prompt_template)
+    provider = _provider(backend)
+    plan = _Plan.check(
+        model=model,
+        trait_name=trait_name,
+        trait_description=trait_description,
+        template=prompt_template,
+        retries=(openai_max_retries, max_tries, max_concurrency),
+    )
     backend_impl = get_backend(provider)
     options = backend_impl.prepare_options(model, provider_options)
-    segments = await asyncio.to_thread(_load_segments, pairs, batch_size, n_segments)
-    out_dir = (
-        Path(output_dir)
-        if output_dir is not None
-        else Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="pairbatch_"))
-    )
-    run_tag = new_run_tag()
-    await asyncio.to_thread(
-        write_settings,
-        out_dir,
-        {
-            "run_tag": run_tag,
-            "provider": provider.value,
-            "model": model,
-            "trait_name": trait_name,
-            "options": options,
-            "created_at": utcnow().isoformat(),
-        },
-    )
-    jobs: list[Job] = []
-    offset = 0
-    for index, segment in enumerate(segments, start=1):
-        jobs.append(
-            Job(
-                segment_index=index,
-                provider=provider,
-                model=model,
-                batch_input_path=str(out_dir / f"batch_{index:02d}_input.jsonl"),
-                batch_output_path=str(out_dir / f"batch_{index:02d}_output.jsonl"),
-                csv_path=str(out_dir / f"batch_{index:02d}_results.csv"),
-                pairs_path=str(out_dir / f"batch_{index:02d}_pairs.parquet"),
-                status=JobStatus.INTENT,
-                n_pairs=segment.height,
-                run_tag=run_tag,
-                updated_at=utcnow(),
-            )
-        )
-        segments[index - 1] = assign_custom_ids(segment, run_tag, index, offset)
-        offset += segment.height
-
-    registry = Registry(out_dir, jobs) if write_registry else None
-    if registry is not None:
-        # Every intent is on disk before the first create call.
-        await asyncio.to_thread(write_registry_file, out_dir, jobs)
-    emit = Emitter(on_event, log)
-    level = logging.INFO if verbose else logging.DEBUG
     session = Session(
         transport=transport,
         api_keys={provider.value: api_key} if api_key else None,
@@ -183,73 +160,47 @@ async def submit_pairs_multi_batch(
         rate_limits=rate_limits,
         max_tries={p.value: max_tries for p in Provider} | {"openai": openai_max_retries},
     )
-    client = session.client(provider)  # fails fast on a missing key, before any upload
-
-    async def submit_one(job: Job, segment: pl.DataFrame) -> Job:
-        try:
-            await asyncio.to_thread(write_segment_pairs, segment, job.pairs_path or "")
-            await asyncio.to_thread(
-                write_request_file,
-                backend_impl,
-                job.batch_input_path,
-                segment,
-                model=model,
-                template=template,
-                trait_name=trait_name,
-                trait_description=trait_description,
-                options=options,
-            )
-            log.log(
-                level,
-                "%s Submitting segment %d of %d (%d pairs) to %s...",
-                TAG,
-                job.segment_index,
-                len(jobs),
-                job.n_pairs,
-                provider.value,
-            )
-            batch_id = await create_batch(client, job, Path(job.batch_input_path), options)
-        except UnresolvedBatchError as exc:
-            # A batch may exist: leave the intent for resume to reconcile, never resend.
-            return await failed(job, exc, status=JobStatus.INTENT)
-        except (ProviderError, PairbatchError, OSError) as exc:
-            return await failed(job, exc)
-        job = job.transition(batch_id=batch_id, status=JobStatus.PENDING, submitted_at=utcnow())
-        if registry is not None:
-            await registry.record(job)
-        noun = "name" if provider is Provider.GEMINI else "id"
-        log.log(
-            level,
-            "%s Segment %d: %s batch created (%s = %s). Input path: %s",
-            TAG,
-            job.segment_index,
-            _DISPLAY[provider],
-            noun,
-            batch_id,
-            job.batch_input_path,
+    client = session.client(provider)  # a missing key fails here, before any file
+    segments = await asyncio.to_thread(_load_segments, pairs, batch_size, n_segments)
+    out_dir, created_dir = await asyncio.to_thread(_claim_folder, output_dir, overwrite)
+    lock = RunLock(out_dir, "submit")
+    try:
+        await asyncio.to_thread(lock.acquire)
+        await asyncio.to_thread(_refuse_live_run, out_dir, overwrite)
+    except BaseException:
+        lock.release()
+        if created_dir:
+            await asyncio.to_thread(_remove_empty, out_dir)
+        raise
+    if output_dir is None:
+        log.warning("%s no output_dir given; the run folder is %s", TAG, out_dir)
+    run_tag = new_run_tag()
+    try:
+        jobs = await asyncio.to_thread(
+            _write_segments,
+            out_dir,
+            segments,
+            provider,
+            model,
+            run_tag,
+            plan,
+            options,
+            backend_impl,
         )
-        emit(Event(EventKind.SUBMITTED, job, detail=batch_id))
-        return job
-
-    async def failed(
-        job: Job, exc: BaseException, status: JobStatus = JobStatus.SUBMIT_FAILED
-    ) -> Job:
-        log.error("%s segment %d failed to submit: %s", TAG, job.segment_index, exc)
-        job = job.transition(status=status, error=str(exc))
-        if registry is not None:
-            await registry.record(job)
-        emit(Event(EventKind.SUBMIT_FAILED, job, detail=str(exc)))
-        return job
-
-    with verbose_logging(verbose):
-        try:
-            async with session:
-                submitted = await asyncio.gather(
-                    *(submit_one(job, seg) for job, seg in zip(jobs, segments, strict=True))
-                )
-        finally:
-            if registry is not None:
+        registry = Registry(out_dir, jobs, csv=write_registry)
+        await asyncio.to_thread(registry.write_now)  # phase 2: every intent, durably
+        _crash.point("submit:intents")
+        emit = Emitter(on_event, log)
+        with verbose_logging(verbose):
+            try:
+                async with session:
+                    submitted = await _create_all(
+                        jobs, client, registry, options, emit, verbose, provider
+                    )
+            finally:
                 await asyncio.shield(registry.close())
+    finally:
+        lock.release()
     failures = [job for job in submitted if job.batch_id is None]
     if failures:
         log.error(
@@ -261,6 +212,44 @@ async def submit_pairs_multi_batch(
     return SubmitResult(jobs=list(submitted), output_dir=out_dir, run_tag=run_tag)
 
 
+def _provider(backend: str | Provider) -> Provider:
+    try:
+        return Provider.parse(backend)
+    except ValueError as exc:
+        raise InputError(f"backend: {exc}") from None
+
+
+@attrs.frozen
+class _Plan:
+    """The run's prompt and trait, checked: what every request file is built from."""
+
+    trait_name: str
+    trait_description: str
+    template: str
+
+    @classmethod
+    def check(
+        cls,
+        *,
+        model: object,
+        trait_name: object,
+        trait_description: object,
+        template: str,
+        retries: tuple[object, ...],
+    ) -> _Plan:
+        if not isinstance(model, str) or not model.strip():
+            raise InputError("'model' must be a non-empty string")
+        for name, value in (("trait_name", trait_name), ("trait_description", trait_description)):
+            if not isinstance(value, str):
+                raise InputError(f"'{name}' must be a string")
+        names = ("openai_max_retries", "max_tries", "max_concurrency")
+        for name, value in zip(names, retries, strict=True):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"'{name}' must be an integer >= 1, got {value!r}")
+        assert isinstance(trait_name, str) and isinstance(trait_description, str)
+        return cls(trait_name, trait_description, validate_template(template))
+
+
 def _load_segments(
     pairs: PairsSource, batch_size: int | None, n_segments: int | None
 ) -> list[pl.DataFrame]:
@@ -268,38 +257,211 @@ def _load_segments(
     return split_pairs(table, batch_size=batch_size, n_segments=n_segments)
 
 
-async def create_batch(
-    client: BatchClient, job: Job, path: Path, options: Mapping[str, Any], attempts: int = 3
-) -> str:
-    """Create a segment's batch without ever paying for it twice.
+def _claim_folder(output_dir: str | os.PathLike[str] | None, overwrite: bool) -> tuple[Path, bool]:
+    """The run folder (made if needed) and whether this call made it."""
+    if output_dir is None:
+        return Path(tempfile.mkdtemp(prefix="pairbatch_")), True
+    folder = Path(output_dir)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"output_dir {folder} is a file, not a folder")
+    _refuse_live_run(folder, overwrite)  # before the lock too: refuse without writing
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"output_dir {folder}: cannot be created ({exc.strerror})") from None
+    return folder, created
 
-    A create whose outcome is unknown (a timeout or a dropped connection after sending)
-    is followed by a look for a batch carrying this job's tag; only when there is none is
-    the create sent again.
+
+def _refuse_live_run(folder: Path, overwrite: bool) -> None:
+    """A folder holding a run is never silently replaced: its batches may be paid for."""
+    if not (holds_registry(folder) or (folder / SETTINGS_NAME).exists()):
+        return
+    try:
+        jobs = read_registry(folder)
+    except PairbatchError as exc:
+        raise InputError(
+            f"output_dir {folder} already holds a run whose registry cannot be read ({exc}); "
+            "choose another folder"
+        ) from None
+    unfinished = [j for j in jobs if not j.done and j.status is not JobStatus.SUBMIT_FAILED]
+    if not overwrite:
+        raise InputError(
+            f"output_dir {folder} already holds a run ({len(jobs)} segment(s), "
+            f"{len(unfinished)} not done); resume it with `pairbatch resume {folder}` or "
+            "choose another folder"
+        )
+    live = [j for j in unfinished if j.batch_id is not None or j.status is JobStatus.CREATING]
+    if live:
+        raise InputError(
+            f"output_dir {folder}: overwrite refused, {len(live)} batch(es) of the run there "
+            "are not done (resume or cancel them first)"
+        )
+    for job in jobs:
+        for name in _job_files(job):
+            with contextlib.suppress(FileNotFoundError):
+                Path(name).unlink()
+    for name in (REGISTRY_NAME, JOURNAL_NAME, SETTINGS_NAME):
+        with contextlib.suppress(FileNotFoundError):
+            (folder / name).unlink()
+
+
+def _job_files(job: Job) -> list[str]:
+    paths = [job.batch_input_path, job.batch_output_path, job.csv_path, job.pairs_path]
+    paths += [job.results_path, job.failed_path, job.error_output_path]
+    return [p for p in paths if p]
+
+
+def _remove_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def _write_segments(
+    out_dir: Path,
+    segments: list[pl.DataFrame],
+    provider: Provider,
+    model: str,
+    run_tag: str,
+    plan: _Plan,
+    options: Mapping[str, Any],
+    backend: Any,
+) -> list[Job]:
+    """Phase 1 (blocking): every segment's pairs and request file, then the settings.
+
+    On any failure (a full disk, say) the files written so far are removed: no intent
+    exists yet, so nothing can refer to them.
     """
-    for attempt in range(1, attempts + 1):
+    jobs: list[Job] = []
+    written: list[Path] = []
+    try:
+        offset = 0
+        for index, segment in enumerate(segments, start=1):
+            keyed = assign_custom_ids(segment, run_tag, index, offset)
+            offset += segment.height
+            job = _intent(out_dir, index, provider, model, run_tag, segment.height)
+            pairs_path, input_path = Path(job.pairs_path or ""), Path(job.batch_input_path)
+            written += [pairs_path, input_path]
+            write_segment_pairs(keyed, pairs_path)
+            _crash.point(f"submit:pairs:{index}")
+            write_request_file(
+                backend,
+                input_path,
+                keyed,
+                model=model,
+                template=plan.template,
+                trait_name=plan.trait_name,
+                trait_description=plan.trait_description,
+                options=options,
+            )
+            _crash.point(f"submit:requests:{index}")
+            checks = (
+                describe(pairs_path, rows=keyed.height, hashed=True),
+                describe(input_path, rows=keyed.height, hashed=True),
+            )
+            jobs.append(attrs.evolve(job, files=checks))
+        written.append(out_dir / SETTINGS_NAME)
+        write_settings(
+            out_dir,
+            {
+                "run_tag": run_tag,
+                "provider": provider.value,
+                "model": model,
+                "trait_name": plan.trait_name,
+                "trait_description": plan.trait_description,
+                "prompt_template": plan.template,
+                "options": dict(options),
+                "segments": [job.segment_index for job in jobs],
+                "created_at": utcnow().isoformat(),
+            },
+        )
+        _crash.point("submit:settings")
+    except BaseException as exc:
+        for path in written:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        if isinstance(exc, OSError | pl.exceptions.PolarsError):
+            raise PairbatchError(f"cannot write the run folder {out_dir}: {exc}") from None
+        raise
+    return jobs
+
+
+def _intent(
+    out_dir: Path, index: int, provider: Provider, model: str, run_tag: str, n_pairs: int
+) -> Job:
+    return Job(
+        segment_index=index,
+        provider=provider,
+        model=model,
+        batch_input_path=str(out_dir / f"batch_{index:02d}_input.jsonl"),
+        batch_output_path=str(out_dir / f"batch_{index:02d}_output.jsonl"),
+        csv_path=str(out_dir / f"batch_{index:02d}_results.csv"),
+        pairs_path=str(out_dir / f"batch_{index:02d}_pairs.parquet"),
+        status=JobStatus.INTENT,
+        n_pairs=n_pairs,
+        run_tag=run_tag,
+        updated_at=utcnow(),
+    )
+
+
+async def _create_all(
+    jobs: list[Job],
+    client: BatchClient,
+    registry: Registry,
+    options: Mapping[str, Any],
+    emit: Emitter,
+    verbose: bool,
+    provider: Provider,
+) -> list[Job]:
+    """Phase 3: create every segment's batch (concurrently, under the transport's limits)."""
+    level = logging.INFO if verbose else logging.DEBUG
+    reconciler = Reconciler(lambda _: client, lambda: registry.jobs)
+
+    async def record(job: Job) -> Job:
+        await registry.record(job)
+        return job
+
+    async def one(job: Job) -> Job:
+        log.log(
+            level,
+            "%s Submitting segment %d of %d (%d pairs) to %s...",
+            TAG,
+            job.segment_index,
+            len(jobs),
+            job.n_pairs,
+            provider.value,
+        )
         try:
-            return await client.submit(job, path, options)
-        except ProviderError as exc:
-            if exc.error_type != "ambiguous":
-                raise
-            try:
-                found = await client.find_batch(job)
-            except ProviderError as list_error:
-                log.warning(
-                    "segment %d: cannot list batches to reconcile: %s",
-                    job.segment_index,
-                    list_error,
-                )
-                raise exc from None
-            if found is not None:
-                log.info(
-                    "segment %d: create timed out but batch %s exists; adopted",
-                    job.segment_index,
-                    found,
-                )
-                return found
-            if attempt == attempts:
-                raise
-            log.info("segment %d: no batch was created; sending again", job.segment_index)
-    raise AssertionError("unreachable")
+            job = await reconciler.send(job, Path(job.batch_input_path), options, record)
+        except UnresolvedBatchError as exc:
+            # A batch may exist: leave it ``creating`` for resume to reconcile, never resend.
+            current = registry_job(registry, job)
+            return await failed(current, exc, JobStatus.CREATING)
+        except (ProviderError, PairbatchError, OSError) as exc:
+            return await failed(registry_job(registry, job), exc, JobStatus.SUBMIT_FAILED)
+        noun = "name" if provider is Provider.GEMINI else "id"
+        log.log(
+            level,
+            "%s Segment %d: %s batch created (%s = %s). Input path: %s",
+            TAG,
+            job.segment_index,
+            _DISPLAY[provider],
+            noun,
+            job.batch_id,
+            job.batch_input_path,
+        )
+        emit(Event(EventKind.SUBMITTED, job, detail=job.batch_id))
+        return job
+
+    async def failed(job: Job, exc: BaseException, status: JobStatus) -> Job:
+        log.error("%s segment %d failed to submit: %s", TAG, job.segment_index, exc)
+        job = await record(job.transition(status=status, error=str(exc)))
+        emit(Event(EventKind.SUBMIT_FAILED, job, detail=str(exc)))
+        return job
+
+    return list(await asyncio.gather(*(one(job) for job in jobs)))
+
+
+def registry_job(registry: Registry, job: Job) -> Job:
+    """The registry's newest version of a job (a create may have recorded ``creating``)."""
+    return next((j for j in registry.jobs if j.segment_index == job.segment_index), job)

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -27,6 +29,7 @@ import attrs
 import orjson
 from yarl import URL
 
+from pairbatch._fs import temp_name
 from pairbatch.errors import DownloadError, ProviderError
 from pairbatch.limiter import TokenBucket
 from pairbatch.retry import (
@@ -187,6 +190,36 @@ def _lower(headers: Mapping[str, str]) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
 
 
+def connection_cause(exc: BaseException) -> str:
+    """What went wrong on the wire, in words a person can act on."""
+    certificate = getattr(aiohttp, "ClientConnectorCertificateError", ())
+    ssl_error = getattr(aiohttp, "ClientConnectorSSLError", ())
+    dns_error = getattr(aiohttp, "ClientConnectorDNSError", ())
+    if certificate and isinstance(exc, certificate):
+        return "TLS certificate not trusted"
+    if ssl_error and isinstance(exc, ssl_error):
+        return "TLS handshake failed"
+    if dns_error and isinstance(exc, dns_error):
+        return "DNS lookup failed"
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return "timed out"
+    os_error = getattr(exc, "os_error", None)
+    errno_value = getattr(os_error, "errno", None)
+    if isinstance(os_error, socket.gaierror):
+        return "DNS lookup failed"
+    if errno_value in (errno.ECONNREFUSED,):
+        return "connection refused"
+    if errno_value in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return "network unreachable"
+    if errno_value in (errno.ECONNRESET, errno.EPIPE):
+        return "connection reset"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "server closed the connection"
+    if isinstance(exc, aiohttp.ClientConnectorError) and os_error is not None:
+        return f"cannot connect: {getattr(os_error, 'strerror', None) or os_error}"
+    return type(exc).__name__
+
+
 class _ShortBody(TransientError, DownloadError):
     """A download that ended before its declared length (retried, resumed if possible)."""
 
@@ -317,16 +350,28 @@ class Transport:
         method: str,
         url: str,
         headers: Mapping[str, str],
+        origin: str | None = None,
         **kwargs: Any,
     ) -> aiohttp.ClientResponse:
         """Send; follow GET redirects ourselves so that keys never leave their origin.
 
+        ``origin`` is the provider's own (its configured base URL): a request to any
+        other host, whether a server-supplied URL or a redirect, goes without the key.
         aiohttp would forward ``x-api-key``/``x-goog-api-key`` to whatever host a
         redirect names (it only drops ``Authorization``).
         """
         current = URL(url)
-        send_headers = dict(headers)
+        trusted = URL(origin).origin() if origin else current.origin()
         for _ in range(MAX_REDIRECTS + 1):
+            send_headers = dict(headers)
+            if current.origin() != trusted:
+                send_headers = _without_secrets(send_headers)
+                if len(send_headers) != len(headers):
+                    log.warning(
+                        "not sending the API key to %s: it is not the provider's origin %s",
+                        safe_url(current),
+                        trusted,
+                    )
             resp = await session.request(
                 method, current, headers=send_headers, allow_redirects=False, **kwargs
             )
@@ -334,10 +379,7 @@ class Transport:
             if method != "GET" or resp.status not in _REDIRECTS or not location:
                 return resp
             resp.release()
-            target = current.join(URL(location))
-            if target.origin() != current.origin():
-                send_headers = _without_secrets(send_headers)
-            current = target
+            current = current.join(URL(location))
             kwargs.pop("params", None)  # they are part of the Location already
         raise aiohttp.TooManyRedirects(resp.request_info, resp.history)
 
@@ -350,12 +392,14 @@ class Transport:
         idempotent: bool,
         stage: str = "",
     ) -> ProviderError:
-        name = type(exc).__name__
+        name = connection_cause(exc)
         if isinstance(exc, _HOPELESS):
             return ProviderError(provider, None, f"{where}: invalid URL ({name})")
         if isinstance(exc, _BEFORE_SEND):
             # Nothing reached the server: safe to send again even for a create.
-            return TransientError(provider, None, f"{where}: could not connect ({name})")
+            return TransientError(
+                provider, None, f"{where}: could not connect ({name})", error_type="connect"
+            )
         reason = f"{where}: {name}{stage}"
         if not idempotent:
             return ProviderError(
@@ -424,6 +468,7 @@ class Transport:
         params: Mapping[str, str] | None = None,
         retry: RetryPolicy | None = None,
         idempotent: bool = True,
+        origin: str | None = None,
     ) -> Response:
         """Send with retries; raise :class:`ProviderError` for answers retrying won't fix.
 
@@ -458,10 +503,11 @@ class Transport:
                 started = time.monotonic()
                 try:
                     async with await self._send(
-                        session, method, url, send_headers, data=payload, params=params
+                        session, method, url, send_headers, origin, data=payload, params=params
                     ) as resp:
                         body = await resp.read()
                         response = Response(resp.status, _lower(resp.headers), body)
+                    self._count(provider, "responses")
                 except _CAUGHT as exc:
                     raise self._transport_failure(
                         provider, exc, where, idempotent=idempotent
@@ -491,6 +537,7 @@ class Transport:
         headers: Mapping[str, str],
         retry: RetryPolicy | None = None,
         limit: int = 1 << 20,
+        origin: str | None = None,
     ) -> bytes:
         """The first line of a (possibly huge) body, reading no further than it (and at
         most ``limit`` bytes); the connection is dropped rather than drained."""
@@ -506,7 +553,8 @@ class Transport:
             async with self._gate():
                 session = self._ensure_session()
                 try:
-                    async with await self._send(session, "GET", url, headers) as resp:
+                    async with await self._send(session, "GET", url, headers, origin) as resp:
+                        self._count(provider, "responses")
                         if resp.status >= 400:
                             answer = Response(resp.status, _lower(resp.headers), await resp.read())
                         else:
@@ -538,18 +586,21 @@ class Transport:
         headers: Mapping[str, str],
         params: Mapping[str, str] | None = None,
         retry: RetryPolicy | None = None,
+        origin: str | None = None,
     ) -> int:
         """Stream ``url`` to ``dest``; return its size in bytes.
 
-        The body goes to ``dest.part`` in chunks of up to 1 MiB written by a worker
-        thread while the next chunk arrives, is checked against Content-Length, fsynced
-        and renamed into place. A short body is retried and resumed with ``Range`` (and
-        ``If-Range``) when the server answers 206, else restarted. On failure or
-        cancellation neither ``dest`` nor ``dest.part`` is left behind.
+        The body goes to a temporary sibling (``.<name>.<pid>.<random>.part``) in chunks
+        of up to 1 MiB written by a worker thread while the next chunk arrives, is checked
+        against Content-Length, fsynced and renamed into place. A short body is retried
+        and resumed with ``Range`` (and ``If-Range``) when the server answers 206, else
+        restarted. On failure or cancellation neither ``dest`` nor the ``.part`` file is
+        left behind.
         """
         policy = retry or self.retry
         target = Path(dest)
-        part = target.with_name(target.name + ".part")
+        # Unique per process and call, like every temporary name here (see _fs.temp_name).
+        part = temp_name(target).with_suffix(".part")
         redact = Redactor(headers, url, params)
         where = f"GET {safe_url(url)}"
         state = _Resume()
@@ -567,6 +618,7 @@ class Transport:
                 return await self._stream_once(
                     provider,
                     url,
+                    origin,
                     part,
                     have,
                     headers,
@@ -592,6 +644,7 @@ class Transport:
         self,
         provider: str,
         url: str,
+        origin: str | None,
         part: Path,
         have: int,
         headers: Mapping[str, str],
@@ -613,7 +666,8 @@ class Transport:
         session = self._ensure_session()
         written = 0
         try:
-            async with await self._send(session, "GET", url, send, params=params) as resp:
+            async with await self._send(session, "GET", url, send, origin, params=params) as resp:
+                self._count(provider, "responses")
                 if resp.status >= 400:
                     body = await resp.read()
                     if resp.status == 416 and have:

@@ -40,7 +40,7 @@ def credentials(emu: ProviderEmulator) -> dict[str, dict[str, str]]:
 
 def check_run(result: ResumeResult, pairs: pl.DataFrame) -> None:
     """Every pair exactly once across results and failed attempts; every winner right."""
-    combined = result.combined if result.combined is not None else pl.DataFrame()
+    combined = result.combined
     failed = result.failed_attempts
     outcome_keys: list[str] = []
     if combined.height:

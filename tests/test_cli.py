@@ -115,8 +115,9 @@ async def test_submit_status_resume_status(
         assert ran.rc == 1, ran.stderr
         for job in jobs:
             assert job.batch_id is not None
-            assert job.batch_id[:12] in ran.stdout
-        assert "segment" in ran.stdout and "status" in ran.stdout
+            assert job.batch_id[:8] in ran.stdout and job.batch_id[-4:] in ran.stdout
+        assert "seg" in ran.stdout and "state" in ran.stdout
+        assert max(len(line) for line in ran.stdout.splitlines()) <= 80
 
         ran = await run_cli(
             "resume",

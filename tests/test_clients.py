@@ -98,7 +98,8 @@ async def test_full_cycle(tmp_path: Path, provider: str, options: dict[str, obje
         assert downloaded.output_path == Path(job.batch_output_path)
         raw = get_backend(provider).parse_results(downloaded.output_path)
         assert raw.height == job.n_pairs
-        assert await client.find_batch(job) == batch_id
+        found = await client.find_batches(job)
+        assert [(c.batch_id, c.proven) for c in found] == [(batch_id, True)]
     truth = {
         key: expected_winner(t1, t2)
         for key, t1, t2 in segment.select("custom_id", "text1", "text2").iter_rows()

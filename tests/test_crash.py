@@ -24,7 +24,6 @@ asyncio.run(pairbatch.resume_multi_batches(output_dir=sys.argv[1], interval_seco
 
 
 def verdicts(result: pairbatch.ResumeResult) -> pl.DataFrame:
-    assert result.combined is not None
     return result.combined.select("ID1", "ID2", "better_id", "winner_pos").sort(pl.all())
 
 

@@ -43,6 +43,8 @@ def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
     header = path.read_text().splitlines()[0].split(",")
     assert header[:9] == list(reg.REFERENCE_COLUMNS)
     assert reg.read_registry(tmp_path) == jobs
+    (tmp_path / reg.JOURNAL_NAME).unlink()  # the CSV alone holds every field too
+    assert reg.read_registry(tmp_path) == jobs
 
 
 def test_paths_are_stored_relative_so_the_folder_can_move(tmp_path: Path) -> None:
@@ -131,25 +133,40 @@ def test_crash_mid_write_keeps_the_old_registry(
 async def test_live_registry_is_true_on_disk_after_each_record(tmp_path: Path) -> None:
     jobs = [make_job(tmp_path, k) for k in range(1, 6)]
     reg.write_registry(tmp_path, jobs)
-    live = reg.Registry(tmp_path, jobs, fold_every=3)
+    live = reg.Registry.open(tmp_path)
+    live._compact_min = 3
+    live._compact_factor = 0.5
     for k in range(1, 6):
         updated = jobs[k - 1].transition(done=True, status=JobStatus.SUCCEEDED)
         await live.record(updated)
         on_disk = {j.segment_index: j for j in reg.read_registry(tmp_path)}
         assert on_disk[k] == updated
     await live.close()
-    assert not live.journal_path.exists()
+    # Compacted: one line per job, and the CSV snapshot agrees.
+    assert live.journal_path.read_bytes().count(b"\n") == 5
     assert all(j.done for j in reg.read_registry(tmp_path))
+    (tmp_path / reg.JOURNAL_NAME).unlink()
+    assert all(j.done for j in reg.read_registry(tmp_path))
+
+
+async def test_journal_is_written_without_a_csv(tmp_path: Path) -> None:
+    jobs = [make_job(tmp_path, k) for k in range(1, 3)]
+    live = reg.Registry(tmp_path, jobs, csv=False)
+    live.write_now()
+    await live.record(jobs[0].transition(done=True))
+    await live.close()
+    assert not (tmp_path / reg.REGISTRY_NAME).exists()
+    assert reg.read_registry(tmp_path)[0].done
 
 
 async def test_concurrent_records_are_group_committed(tmp_path: Path) -> None:
     jobs = [make_job(tmp_path, k) for k in range(1, 201)]
     reg.write_registry(tmp_path, jobs)
-    live = reg.Registry(tmp_path, jobs, fold_every=10_000)
+    live = reg.Registry.open(tmp_path)
     appends = 0
     original = live._append
 
-    def counting(batch: list[Job]) -> None:
+    def counting(batch: list[tuple[Job, int]]) -> None:
         nonlocal appends
         appends += 1
         original(batch)
@@ -161,15 +178,38 @@ async def test_concurrent_records_are_group_committed(tmp_path: Path) -> None:
     await live.close()
 
 
-def test_torn_journal_tail_is_ignored(tmp_path: Path) -> None:
+async def test_newer_csv_row_is_not_undone_by_an_older_journal_line(tmp_path: Path) -> None:
+    # A compaction writes the journal and the CSV one after the other; whichever is
+    # newer per segment wins (by rev), never the order of the files.
+    jobs = [make_job(tmp_path, 1)]
+    live = reg.Registry(tmp_path, jobs)
+    live.write_now()
+    await live.record(jobs[0].transition(raw_status="in_progress"))
+    stale_journal = live.journal_path.read_bytes()
+    await live.record(jobs[0].transition(done=True, status=JobStatus.SUCCEEDED))
+    await live.close()
+    live.journal_path.write_bytes(stale_journal)  # as if the newest line were lost
+    assert reg.read_registry(tmp_path)[0].done
+
+
+def test_torn_journal_tail_is_ignored_then_cut_by_the_writer(tmp_path: Path) -> None:
     jobs = [make_job(tmp_path, 1), make_job(tmp_path, 2)]
     reg.write_registry(tmp_path, jobs)
-    live = reg.Registry(tmp_path, jobs)
-    live._append([jobs[0].transition(done=True)])
+    live = reg.Registry.open(tmp_path)
+    live._append([(jobs[0].transition(done=True), 5)])
     with live.journal_path.open("ab") as handle:
         handle.write(b'{"segment_index": 2, "prov')
     on_disk = reg.read_registry(tmp_path)
     assert on_disk[0].done and not on_disk[1].done
+    # The next writer cuts the fragment away, so its appends start on a line of their own
+    # and a second crash cannot glue two records into one bad line.
+    again = reg.Registry.open(tmp_path)
+    assert not again.journal_path.read_bytes().endswith(b"prov")
+    again._append([(jobs[1].transition(done=True), 6)])
+    with again.journal_path.open("ab") as handle:
+        handle.write(b'{"segment_ind')
+    reg.Registry.open(tmp_path)
+    assert [j.done for j in reg.read_registry(tmp_path)] == [True, True]
 
 
 def test_corrupt_journal_middle_is_an_error(tmp_path: Path) -> None:
@@ -177,4 +217,54 @@ def test_corrupt_journal_middle_is_an_error(tmp_path: Path) -> None:
     reg.write_registry(tmp_path, jobs)
     (tmp_path / reg.JOURNAL_NAME).write_bytes(b"garbage\n{}\n")
     with pytest.raises(RegistryError, match="line 1"):
+        reg.read_registry(tmp_path)
+
+
+def _settings(folder: Path, segments: list[int]) -> None:
+    import orjson
+
+    (folder / reg.SETTINGS_NAME).write_bytes(
+        orjson.dumps({"format": 2, "run_tag": "pbabc", "segments": segments})
+    )
+
+
+def test_cut_csv_is_an_error_naming_the_row_and_never_rewritten(tmp_path: Path) -> None:
+    jobs = [make_job(tmp_path, k) for k in range(1, 5)]
+    reg.write_registry(tmp_path, jobs)
+    (tmp_path / reg.JOURNAL_NAME).unlink()
+    path = tmp_path / reg.REGISTRY_NAME
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 40])  # cut inside the last row
+    with pytest.raises(RegistryError, match=r"row 4"):
+        reg.read_registry(tmp_path)
+    # Cut at a row boundary: the run settings know there were four segments.
+    lines = data.splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:3]))
+    _settings(tmp_path, [1, 2, 3, 4])
+    with pytest.raises(RegistryError, match=r"segment\(s\) 3-4 of this run are missing"):
+        reg.read_registry(tmp_path)
+    assert path.read_bytes() == b"".join(lines[:3])
+
+
+def test_binary_registry_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    (tmp_path / reg.REGISTRY_NAME).write_bytes(b"segment_index,provider\n\xff\xfe\x00\x01")
+    with pytest.raises(RegistryError, match="jobs_registry.csv: line 2 is not UTF-8"):
+        reg.read_registry(tmp_path)
+
+
+def test_journal_record_for_an_unknown_segment_is_an_error(tmp_path: Path) -> None:
+    import orjson
+
+    jobs = [make_job(tmp_path, k) for k in range(1, 3)]
+    reg.write_registry(tmp_path, jobs)
+    _settings(tmp_path, [1, 2])
+    record = orjson.loads((tmp_path / reg.JOURNAL_NAME).read_bytes().splitlines()[0])
+    record["segment_index"] = 7
+    with (tmp_path / reg.JOURNAL_NAME).open("ab") as handle:
+        handle.write(orjson.dumps(record) + b"\n")
+    with pytest.raises(RegistryError, match=r"line 3: segment 7 is not a segment of this run"):
+        reg.read_registry(tmp_path)
+    # Without settings, the shared file still gives it away.
+    (tmp_path / reg.SETTINGS_NAME).unlink()
+    with pytest.raises(RegistryError, match=r"segment 7 names batch_01_input.jsonl"):
         reg.read_registry(tmp_path)

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import orjson
 
-from pairbatch.errors import InputError, UnresolvedBatchError
-from pairbatch.models import BatchState, BatchStatus, Job, Provider, RequestCounts
+from pairbatch.errors import InputError
+from pairbatch.models import BatchState, BatchStatus, Candidate, Job, Provider, RequestCounts
 from pairbatch.providers.base import (
     BackendBase,
     Downloaded,
@@ -267,24 +268,30 @@ class AnthropicClient(JsonApiClient):
     async def download(self, job: Job, status: BatchStatus) -> Downloaded:
         url = status.output_ref or f"{self.base_url}/v1/messages/batches/{status.batch_id}/results"
         dest = Path(job.batch_output_path)
+        # ``results_url`` comes from the server: the key goes with it only to our origin.
         await self.transport.download(
-            self.provider.value, url, dest, headers=self._headers(), retry=self.retry
+            self.provider.value,
+            url,
+            dest,
+            headers=self._headers(),
+            retry=self.retry,
+            origin=self.base_url,
         )
         return Downloaded(output_path=dest)
 
     async def cancel(self, batch_id: str) -> None:
         await self._call("POST", f"/v1/messages/batches/{batch_id}/cancel")
 
-    async def find_batch(self, job: Job) -> str | None:
+    async def find_batches(self, job: Job) -> list[Candidate]:
         """Anthropic batches carry no metadata; every custom_id of ours starts with
-        ``<run_tag>-<segment>-``. Candidates are batches created since the intent with
-        this segment's request count; an ended one is confirmed by the first line of its
-        results. If several unconfirmed candidates remain, raise
-        :class:`UnresolvedBatchError` rather than guess (or create a second batch)."""
+        ``<run_tag>-<segment>-``, which only the results show. Candidates are batches
+        created since the intent with this segment's request count: an ended one is
+        proven (or ruled out) by the first line of its results; a running one stays
+        unproven, and the caller waits rather than guess."""
         since = job.updated_at or job.submitted_at
-        prefix = f"{job.run_tag}-{job.segment_index}-".encode()
+        prefix = f"{job.run_tag}-{job.segment_index}-"
+        found: list[Candidate] = []
         after: str | None = None
-        unconfirmed: list[str] = []
         for _ in range(_LIST_PAGES):
             params = {"limit": "100"} | ({"after_id": after} if after else {})
             page = await self._call("GET", "/v1/messages/batches", params=params)
@@ -296,26 +303,35 @@ class AnthropicClient(JsonApiClient):
                 counts = batch.get("request_counts") or {}
                 if sum(int(v or 0) for v in counts.values()) != job.n_pairs:
                     continue
+                batch_id = str(batch["id"])
                 url = batch.get("results_url")
                 if batch.get("processing_status") == "ended" and url:
-                    line = await self.transport.first_line(
-                        self.provider.value, url, headers=self._headers(), retry=self.retry
-                    )
-                    if f'"custom_id":"{prefix.decode()}'.encode() in line.replace(b" ", b""):
-                        return str(batch["id"])
+                    if prefix in _first_custom_id(await self._first_line(str(url))):
+                        found.append(Candidate(batch_id, proven=True, detail="result custom_id"))
                 else:
-                    unconfirmed.append(str(batch["id"]))
+                    found.append(Candidate(batch_id, proven=False, detail="running, same size"))
             if not page.get("has_more") or not data:
                 break
             after = str(page.get("last_id") or data[-1]["id"])
-        if len(unconfirmed) == 1:
-            return unconfirmed[0]
-        if unconfirmed:
-            raise UnresolvedBatchError(
-                f"segment {job.segment_index}: {len(unconfirmed)} running Anthropic batches "
-                "could be this segment's; waiting for them to end to tell which"
-            )
-        return None
+        return found
+
+    async def _first_line(self, url: str) -> bytes:
+        return await self.transport.first_line(
+            self.provider.value,
+            url,
+            headers=self._headers(),
+            retry=self.retry,
+            origin=self.base_url,
+        )
+
+
+def _first_custom_id(line: bytes) -> str:
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return ""
+    value = record.get("custom_id") if isinstance(record, dict) else None
+    return f"{value}" if isinstance(value, str) else ""
 
 
 def _parse_time(value: object) -> datetime | None:

@@ -19,7 +19,7 @@ import polars as pl
 
 from pairbatch._fs import atomic_writer
 from pairbatch.errors import InputError, ProviderError
-from pairbatch.models import BatchStatus, Job, Provider
+from pairbatch.models import BatchStatus, Candidate, Job, Provider
 from pairbatch.prompts import build_prompt
 from pairbatch.results import (
     DEFAULT_TAG_PREFIX,
@@ -171,8 +171,9 @@ class BatchClient(Protocol):
 
     async def cancel(self, batch_id: str) -> None: ...
 
-    async def find_batch(self, job: Job) -> str | None:
-        """The id of a batch this job already created (matched by run tag and segment)."""
+    async def find_batches(self, job: Job) -> list[Candidate]:
+        """Batches this job's create may have made: proven by run tag and segment, or
+        unproven look-alikes (see :class:`~pairbatch.models.Candidate`)."""
         ...
 
 
@@ -243,6 +244,7 @@ class JsonApiClient:
             headers=self._headers(),
             retry=self.retry,
             idempotent=idempotent,
+            origin=self.base_url,
             **kwargs,
         )
         body = response.json()

@@ -13,7 +13,7 @@ import orjson
 
 from pairbatch._fs import atomic_writer
 from pairbatch.errors import InputError, ProviderError
-from pairbatch.models import BatchState, BatchStatus, Job, Provider, RequestCounts
+from pairbatch.models import BatchState, BatchStatus, Candidate, Job, Provider, RequestCounts
 from pairbatch.providers.base import (
     BackendBase,
     Downloaded,
@@ -407,6 +407,7 @@ class GeminiClient(JsonApiClient):
                 headers=self._headers(),
                 params={"alt": "media"},
                 retry=self.retry,
+                origin=self.base_url,
             )
             return Downloaded(output_path=dest)
         return Downloaded(output_path=None)
@@ -414,9 +415,10 @@ class GeminiClient(JsonApiClient):
     async def cancel(self, batch_id: str) -> None:
         await self._call("POST", f"/v1beta/{batch_id}:cancel")
 
-    async def find_batch(self, job: Job) -> str | None:
-        """The batch whose display name carries this job's run tag and segment."""
+    async def find_batches(self, job: Job) -> list[Candidate]:
+        """Every batch whose display name carries this run's tag and this segment."""
         wanted = display_name(job)
+        found: list[Candidate] = []
         token: str | None = None
         for _ in range(_LIST_PAGES):
             params = {"pageSize": "100"} | ({"pageToken": token} if token else {})
@@ -425,11 +427,13 @@ class GeminiClient(JsonApiClient):
                 metadata = operation.get("metadata") or {}
                 name = metadata.get("displayName") or operation.get("displayName")
                 if name == wanted:
-                    return str(operation.get("name"))
+                    found.append(
+                        Candidate(str(operation.get("name")), proven=True, detail="display name")
+                    )
             token = page.get("nextPageToken")
             if not token:
-                return None
-        return None
+                break
+        return found
 
 
 def _int(value: object) -> int | None:

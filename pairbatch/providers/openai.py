@@ -11,7 +11,7 @@ import aiohttp
 import attrs
 
 from pairbatch.errors import InputError
-from pairbatch.models import BatchState, BatchStatus, Job, Provider, RequestCounts
+from pairbatch.models import BatchState, BatchStatus, Candidate, Job, Provider, RequestCounts
 from pairbatch.providers.base import (
     BackendBase,
     Downloaded,
@@ -404,13 +404,16 @@ class OpenAIClient(JsonApiClient):
             dest,
             headers=self._headers(),
             retry=self.retry,
+            origin=self.base_url,
         )
 
     async def cancel(self, batch_id: str) -> None:
         await self._call("POST", f"/batches/{batch_id}/cancel")
 
-    async def find_batch(self, job: Job) -> str | None:
-        """Newest first, a few pages back: the batch whose metadata carries our tag."""
+    async def find_batches(self, job: Job) -> list[Candidate]:
+        """Newest first, a few pages back: every batch whose metadata carries this run's
+        tag and this segment (proof; a timestamp or a size would only be a guess)."""
+        found: list[Candidate] = []
         after: str | None = None
         for _ in range(_LIST_PAGES):
             params = {"limit": "100"} | ({"after": after} if after else {})
@@ -421,11 +424,11 @@ class OpenAIClient(JsonApiClient):
                 if metadata.get(RUN_TAG_KEY) == job.run_tag and metadata.get(SEGMENT_KEY) == str(
                     job.segment_index
                 ):
-                    return str(batch["id"])
+                    found.append(Candidate(str(batch["id"]), proven=True, detail="metadata"))
             if not page.get("has_more") or not data:
-                return None
+                break
             after = str(data[-1]["id"])
-        return None
+        return found
 
 
 def _from_epoch(value: object) -> datetime | None:
