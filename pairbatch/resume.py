@@ -171,6 +171,12 @@ def open_run(given: list[Job], output_dir: Path, *, csv: bool) -> tuple[Registry
             registry.adopt(job)
         return registry, settings
     if not given:
+        if settings:
+            raise RegistryError(
+                f"No registry file found at {registry_path(output_dir)}: the submit that made "
+                "this folder stopped before recording its intents, so no batch was sent. "
+                "Run the submit again (into this folder or another)."
+            )
         raise RegistryError(
             f"No registry file found at {registry_path(output_dir)}. Please supply 'jobs' or "
             "ensure that 'output_dir' contains a 'jobs_registry.csv' created by "

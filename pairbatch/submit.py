@@ -264,7 +264,7 @@ def _claim_folder(output_dir: str | os.PathLike[str] | None, overwrite: bool) ->
     folder = Path(output_dir)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"output_dir {folder} is a file, not a folder")
-    _refuse_live_run(folder, overwrite)  # before the lock too: refuse without writing
+    _refuse_live_run(folder, overwrite, remove=False)  # refuse before writing anything
     created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -273,9 +273,12 @@ def _claim_folder(output_dir: str | os.PathLike[str] | None, overwrite: bool) ->
     return folder, created
 
 
-def _refuse_live_run(folder: Path, overwrite: bool) -> None:
-    """A folder holding a run is never silently replaced: its batches may be paid for."""
-    if not (holds_registry(folder) or (folder / SETTINGS_NAME).exists()):
+def _refuse_live_run(folder: Path, overwrite: bool, *, remove: bool = True) -> None:
+    """A folder holding a run is never silently replaced: its batches may be paid for.
+
+    Files without a registry are what a submit killed before recording its intents
+    leaves: no create was ever sent, so a new submit may write over them."""
+    if not holds_registry(folder):
         return
     try:
         jobs = read_registry(folder)
@@ -297,6 +300,8 @@ def _refuse_live_run(folder: Path, overwrite: bool) -> None:
             f"output_dir {folder}: overwrite refused, {len(live)} batch(es) of the run there "
             "are not done (resume or cancel them first)"
         )
+    if not remove:  # only ever under the run lock
+        return
     for job in jobs:
         for name in _job_files(job):
             with contextlib.suppress(FileNotFoundError):
