@@ -34,18 +34,25 @@ class TokenBucket:
     everyone behind it waits on a future the head resolves when it leaves.
 
     ``pause``/``pause_until`` stop all grants until a deadline (a server's Retry-After);
-    pauses only ever extend. ``penalize`` halves the rate after a 429 (once per
-    congestion event) and successful grants win it back additively, never above the
-    configured rate, so the ``burst + rate * t`` bound holds for the configured rate.
-    A waiter the event loop wakes late is owed the lost time, up to ``timer_slack``
-    seconds (the bound is then ``burst + rate * (t + timer_slack)``).
+    pauses only ever extend. ``penalize`` slows the rate after a 429, at most once per
+    ``penalty_hold`` seconds, and time wins it back, never above the configured rate, so
+    the ``burst + rate * t`` bound holds for the configured rate. A waiter the event
+    loop wakes late is owed the lost time, up to ``timer_slack`` seconds (the bound is
+    then ``burst + rate * (t + timer_slack)``).
     """
 
-    # After a penalty the rate climbs back by this fraction of the configured rate per
-    # grant, up to 90% of the rate that was refused; after ``recovery_seconds`` without
-    # a penalty the ceiling returns to the configured rate (limits are often lifted).
-    recovery_step = 0.02
-    recovery_seconds = 60.0
+    # How the rate adapts to 429s (additive increase, multiplicative decrease, by time):
+    # a penalty multiplies the rate by the share of requests the server admitted since
+    # the last one (a server limiting at L while we send at r admits L/r of them, so
+    # the rate lands on L; a storm of 429s admits none, so it drops to the floor), and
+    # every second without a penalty adds ``recovery_per_second`` of the configured rate
+    # back. Penalties count at most once per ``penalty_hold``: a burst of 429s from
+    # requests in flight is one signal, and a steady background of random 429s (an
+    # overloaded provider, not our rate) settles well above the floor instead of
+    # ratcheting down to it (30 % random 429s hold about 0.6x the configured rate).
+    recovery_per_second = 0.25
+    penalty_hold = 1.0
+    floor_share = 1 / 16
     # A header saying "0 left, resets in 23h" (a daily quota) would otherwise freeze the
     # provider for a day; past this cap the next request gets the server's own 429, and
     # the retry policy decides what to do with it.
@@ -68,7 +75,6 @@ class TokenBucket:
             raise ValueError(f"burst must be at least 1, got {burst!r}")
         self.base_rate = float(rate)
         self.rate = float(rate)
-        self.ceiling = float(rate)
         self.burst = float(burst)
         self._clock = clock
         self._sleep = sleep
@@ -77,6 +83,10 @@ class TokenBucket:
         self._updated = clock()
         self._paused_until = -math.inf
         self._last_penalty = -math.inf
+        self._last_recovery = self._updated
+        # Grants and 429s since the last penalty: the share the server admitted.
+        self._granted_since = 0
+        self._refused_since = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self.granted = 0
 
@@ -103,6 +113,7 @@ class TokenBucket:
         """Seconds until ``tokens`` can be granted (0 when they can be now)."""
         now = self._clock()
         self._refill(now)
+        self._recover(now)
         start = max(now, self._updated)
         missing = tokens - self._tokens
         if missing <= _EPSILON:
@@ -112,7 +123,8 @@ class TokenBucket:
     def _take(self, tokens: float) -> None:
         self._tokens = max(self._tokens - tokens, 0.0)
         self.granted += 1
-        self._recover()
+        self._granted_since += 1
+        self._recover(self._clock())
 
     @property
     def paused_until(self) -> float:
@@ -148,28 +160,32 @@ class TokenBucket:
         # The head waiter may be asleep on a shorter delay; it re-checks when it wakes.
 
     def penalize(self, sent_at: float | None = None) -> bool:
-        """A 429 said this rate is too fast: halve it. Returns whether it was halved.
+        """A 429 said this rate is too fast: slow down. Returns whether it slowed.
 
-        ``sent_at`` is the clock time the refused request was granted; requests granted
-        before the last penalty belong to the same congestion event and halve nothing
-        again, so a burst of 429s from requests already in flight counts once.
+        ``sent_at`` is the clock time the refused request was granted; a request granted
+        before the last penalty belongs to the same congestion event, and within
+        ``penalty_hold`` of a penalty a 429 only counts towards the next one.
         """
         now = self._clock()
+        self._recover(now)
+        self._refused_since += 1
         if sent_at is not None and sent_at < self._last_penalty:
             return False
+        if now - self._last_penalty < self.penalty_hold:
+            return False
+        sent = max(self._granted_since, self._refused_since)
+        admitted = max(sent - self._refused_since, 0) / sent
+        self.rate = max(self.rate * admitted, self.base_rate * self.floor_share)
         self._last_penalty = now
-        floor = self.base_rate / 16
-        self.ceiling = max(self.rate * 0.9, floor)
-        self.rate = max(self.rate / 2, floor)
+        self._granted_since = self._refused_since = 0
         return True
 
-    def _recover(self) -> None:
-        if self.ceiling < self.base_rate and (
-            self._clock() - self._last_penalty >= self.recovery_seconds
-        ):
-            self.ceiling = self.base_rate
-        if self.rate < self.ceiling:
-            self.rate = min(self.ceiling, self.rate + self.base_rate * self.recovery_step)
+    def _recover(self, now: float) -> None:
+        elapsed = now - self._last_recovery
+        self._last_recovery = now
+        if self.rate < self.base_rate and elapsed > 0:
+            gain = self.base_rate * self.recovery_per_second * elapsed
+            self.rate = min(self.base_rate, self.rate + gain)
 
     def observe_remaining(self, remaining: int | None, reset_seconds: float | None) -> None:
         """Stop before the 429: the server says nothing is left until ``reset_seconds``."""
@@ -203,6 +219,9 @@ class TokenBucket:
                 await turn  # resolved when every earlier waiter has been served or left
             # Re-checked after each sleep: a pause or a penalty may have moved the time.
             while (delay := self._delay(tokens)) > 0:
+                if self.rate < self.base_rate:
+                    # A slowed rate climbs back while we wait: look again soon.
+                    delay = min(delay, self.penalty_hold / 4)
                 await self._sleep(delay)
             self._take(tokens)
         finally:

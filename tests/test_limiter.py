@@ -197,23 +197,54 @@ async def test_pause_never_grants_more_than_the_bucket_would() -> None:
 async def test_penalize_once_per_congestion_event_and_recovery() -> None:
     t = FakeTime()
     bucket = t.bucket(rate=8)
+    for _ in range(4):
+        await bucket.acquire()
     sent = t.now
-    t.now = 1.0
+    # One of the four sent since the start was refused: the rate lands on the share
+    # the server admitted.
     assert bucket.penalize(sent)
-    assert bucket.rate == 4
-    # More 429s for requests granted before that penalty: same event, no more halving.
+    assert bucket.rate == pytest.approx(6.0)
+    # More 429s for requests granted before that penalty, or within the hold: one
+    # congestion event, no more slowing.
     assert not bucket.penalize(sent)
-    assert bucket.rate == 4
-    # A request granted after it and refused again: halve again.
-    assert bucket.penalize(1.5)
-    assert bucket.rate == 2
-    for _ in range(200):
+    assert not bucket.penalize(t.now)
+    assert bucket.rate == pytest.approx(6.0)
+    # Time wins it back (a quarter of the configured rate per second), never above it.
+    t.now += 0.5
+    await bucket.acquire()
+    assert bucket.rate == pytest.approx(7.0, rel=0.02)
+    t.now += 10.0
+    await bucket.acquire()
+    assert bucket.rate == 8
+
+
+async def test_penalty_after_the_hold_uses_every_429_counted_during_it() -> None:
+    t = FakeTime()
+    bucket = t.bucket(rate=10)
+    for _ in range(10):
         await bucket.acquire()
-    assert bucket.rate == pytest.approx(bucket.ceiling) and bucket.ceiling < 8
-    t.now += TokenBucket.recovery_seconds
-    for _ in range(200):
+    assert bucket.penalize(None)  # 1 of 10 refused
+    assert bucket.rate == pytest.approx(9.0)
+    for _ in range(8):
         await bucket.acquire()
-    assert bucket.rate == 8  # limits get lifted: back to the configured rate, never above
+    assert not bucket.penalize(None) and not bucket.penalize(None)  # held, but counted
+    t.now += 1.0
+    bucket._recover(t.now)
+    before = bucket.rate
+    assert bucket.penalize(None)  # 3 of 8 refused since the last penalty
+    assert bucket.rate == pytest.approx(before * 5 / 8)
+
+
+async def test_a_storm_drops_to_the_floor_and_recovers_within_seconds() -> None:
+    t = FakeTime()
+    bucket = t.bucket(rate=20)
+    await bucket.acquire()
+    assert bucket.penalize(None)  # everything refused
+    assert bucket.rate == pytest.approx(20 / 16)
+    start = t.now
+    while bucket.rate < 0.9 * 20:
+        await bucket.acquire()
+    assert t.now - start < 4.0
 
 
 async def test_observe_remaining_pauses_until_reset() -> None:
@@ -372,3 +403,14 @@ async def test_no_background_tasks() -> None:
     bucket = TokenBucket(rate=1000, burst=1)
     await asyncio.gather(*(bucket.acquire() for _ in range(10)))
     assert len(asyncio.all_tasks()) == before
+
+
+async def test_rate_comes_back_after_a_storm_and_holds_under_random_429s() -> None:
+    # The loose version of benchmarks/bench_429.py (which prints the full figures).
+    from tests.load_429 import drive, recovery_seconds
+
+    stormy = await drive(rate=20, seconds=5.5, storm=(0.5, 1.5))
+    assert recovery_seconds(stormy, 1.5, target=0.8 * 20) < 4.0
+    noisy = await drive(rate=20, seconds=4.0, share=0.3)
+    admitted = noisy.rate(1.5, 4.0, admitted_only=True)
+    assert admitted >= 0.4 * (0.7 * 20), admitted  # the server admits 14/s at the full rate
