@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.load_429 import drive, recovery_seconds  # noqa: E402
+from tests.load_429 import drive, recovery_seconds
 
 
 async def main() -> None:

@@ -43,8 +43,9 @@ class TokenBucket:
 
     # How the rate adapts to 429s (additive increase, multiplicative decrease, by time):
     # a penalty multiplies the rate by the share of requests the server admitted since
-    # the last one (a server limiting at L while we send at r admits L/r of them, so
-    # the rate lands on L; a storm of 429s admits none, so it drops to the floor), and
+    # the last one, but by no less than a half (a server limiting at L while we send at
+    # r <= 2L admits L/r of them, so the rate lands on L; a storm halves it each second
+    # down to the floor), and
     # every second without a penalty adds ``recovery_per_second`` of the configured rate
     # back. Penalties count at most once per ``penalty_hold``: a burst of 429s from
     # requests in flight is one signal, and a steady background of random 429s (an
@@ -175,7 +176,8 @@ class TokenBucket:
             return False
         sent = max(self._granted_since, self._refused_since)
         admitted = max(sent - self._refused_since, 0) / sent
-        self.rate = max(self.rate * admitted, self.base_rate * self.floor_share)
+        # At most halved per penalty: a handful of requests is a noisy sample.
+        self.rate = max(self.rate * max(admitted, 0.5), self.base_rate * self.floor_share)
         self._last_penalty = now
         self._granted_since = self._refused_since = 0
         return True

@@ -9,6 +9,7 @@ and ``benchmarks/bench_429.py`` (long, printed).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 
@@ -72,10 +73,8 @@ async def drive(
 
             async def worker() -> None:
                 while time.monotonic() - t0 < seconds:
-                    try:
+                    with contextlib.suppress(ProviderError):
                         await transport.request("p", "GET", url, headers={}, retry=policy)
-                    except ProviderError:
-                        pass
 
             await asyncio.gather(*(worker() for _ in range(workers)))
     finally:
