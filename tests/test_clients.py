@@ -22,15 +22,16 @@ POLICY = RetryPolicy(max_tries=6, base_delay=0.01, max_delay=0.05)
 
 
 def prepare(
-    tmp_path: Path, provider: str, n: int = 8, **options: object
+    tmp_path: Path, provider: str, n: int = 8, model: str | None = None, **options: object
 ) -> tuple[Job, pl.DataFrame, dict]:
     backend = get_backend(provider)
-    prepared = backend.prepare_options(MODELS[provider], options)
+    model = model or MODELS[provider]
+    prepared = backend.prepare_options(model, options)
     segment = assign_custom_ids(with_pair_keys(load_pairs(study_pairs(n))), "pbclient", 1, 0)
     job = Job(
         segment_index=1,
         provider=provider,
-        model=MODELS[provider],
+        model=model,
         batch_input_path=str(tmp_path / "batch_01_input.jsonl"),
         batch_output_path=str(tmp_path / "batch_01_output.jsonl"),
         csv_path=str(tmp_path / "batch_01_results.csv"),
@@ -70,7 +71,16 @@ async def wait_terminal(client: BatchClient, batch_id: str) -> object:
 
 CASES = [
     ("openai", {}),
-    ("openai", {"include_thoughts": True, "reasoning": "low", "endpoint": "responses"}),
+    # gpt-4.1-mini takes no reasoning effort (its profile refuses it): a gpt-5 model does.
+    (
+        "openai",
+        {
+            "include_thoughts": True,
+            "reasoning": "low",
+            "endpoint": "responses",
+            "model": "gpt-5-mini",
+        },
+    ),
     ("anthropic", {}),
     ("anthropic", {"include_thoughts": True}),
     ("gemini", {"include_thoughts": True}),

@@ -300,7 +300,8 @@ def test_gemini_thought_parts_by_flag(tmp_path: Path) -> None:
     assert row["model"] == "gemini-2.5-flash"
     assert row["object_type"] == "generateContent"
     assert row["prompt_tokens"] == 80
-    assert row["completion_tokens"] == 17  # candidates + thoughts: billed output
+    # The API's own split: candidatesTokenCount only; thoughts are reasoning_tokens.
+    assert row["completion_tokens"] == 10
     assert row["reasoning_tokens"] == 7
     assert row["total_tokens"] == 97
     assert row["prompt_cached_tokens"] == 8
