@@ -183,9 +183,10 @@ def prepare(model: str, options: Options) -> dict[str, Any]:
     include_thoughts = check_bool("include_thoughts", options.get("include_thoughts", False))
     effort = options.get("effort")
     budget = check_int("thinking_budget_tokens", options.get("thinking_budget_tokens"))
-    if reasoning == "none" and (include_thoughts or effort is not None or budget is not None):
-        # Asking for thoughts, an effort or a budget turns thinking on, in the form the
-        # family prefers (adaptive where it exists, since enabled is deprecated there).
+    if reasoning == "none" and (include_thoughts or budget is not None):
+        # Asking for thoughts or a budget turns thinking on, in the form the family
+        # prefers (adaptive where it exists, since enabled is deprecated there). An
+        # effort alone does not: output_config.effort also works without thinking.
         if budget is not None and "enabled" in profile.thinking:
             reasoning = "enabled"
         elif "adaptive" in profile.thinking:
@@ -247,7 +248,7 @@ def prepare(model: str, options: Options) -> dict[str, Any]:
             if temperature is None and profile.sampling and top_p is None:
                 temperature = 0.0  # deterministic judgements where the model allows it
     if effort is not None:
-        if reasoning != "adaptive" and not profile.efforts:
+        if not profile.efforts:
             raise refused("effort", model, profile, "this model has no effort setting")
         check_choice("effort", effort, profile.efforts, model, profile)
     return {
