@@ -48,6 +48,7 @@ def test_openai_chat_model_defaults() -> None:
     assert got["body"]["temperature"] == 0.0 and "reasoning" not in got["body"]
     got = line("openai", "gpt-4.1-mini", top_p=0.5, logprobs=True, temperature=0.3)
     assert got["body"]["top_p"] == 0.5 and got["body"]["logprobs"] is True
+    refused("openai", "gpt-4.1-mini", "logprobs", logprobs=True, endpoint="responses")
     refused("openai", "gpt-4.1-mini", "reasoning", reasoning="low")
     refused("openai", "gpt-4.1-mini", "include_thoughts", include_thoughts=True)
 
@@ -186,7 +187,7 @@ def test_claude_adaptive_only(model: str) -> None:
     params = line("anthropic", model, include_thoughts=True, effort="xhigh")["params"]
     # thinking text is hidden by default on these models: ask for the summary
     assert params["thinking"] == {"type": "adaptive", "display": "summarized"}
-    assert params["output_config"] == {"effort": "xhigh"}
+    assert params["output_config"] == {"effort": "xhigh"} and params["max_tokens"] == 4096
     assert "temperature" not in params and "budget_tokens" not in json.dumps(params)
     refused("anthropic", model, "reasoning", reasoning="enabled")
     refused("anthropic", model, "thinking_budget_tokens", thinking_budget_tokens=2048)

@@ -60,6 +60,9 @@ OPTIONS = frozenset(
 MIN_THINKING_BUDGET = 1024  # [SDK] thinking_config_enabled_param.py
 DEFAULT_MAX_TOKENS = 768
 DEFAULT_THINKING_MAX_TOKENS = 2048
+# Adaptive thinking sets its own depth from the effort, so its cap leaves it more room:
+# an answer cut off by max_tokens is a wasted request, and unused tokens cost nothing.
+DEFAULT_ADAPTIVE_MAX_TOKENS = 4096
 
 
 @attrs.frozen
@@ -242,7 +245,7 @@ def prepare(model: str, options: Options) -> dict[str, Any]:
             if top_k is not None:
                 raise refused("top_k", model, profile, "it must be unset while thinking")
             temperature = None
-            max_tokens = max_tokens or DEFAULT_THINKING_MAX_TOKENS
+            max_tokens = max_tokens or DEFAULT_ADAPTIVE_MAX_TOKENS
         else:
             max_tokens = max_tokens or DEFAULT_MAX_TOKENS
             if temperature is None and profile.sampling and top_p is None:

@@ -169,6 +169,10 @@ def prepare(model: str, options: Options) -> dict[str, Any]:
     top_p = check_number("top_p", options.get("top_p"), low=0, high=1)
     logprobs = options.get("logprobs")
     logprobs = None if logprobs is None else check_bool("logprobs", logprobs)
+    if logprobs and endpoint != "chat.completions":
+        # Responses takes logprobs through include[]/top_logprobs, which pairbatch does
+        # not build; refuse rather than drop the option silently.
+        raise refused("logprobs", model, profile, "only sent on endpoint 'chat.completions'")
     if not sampling:
         why = (
             f"temperature, top_p and logprobs must be unset when a reasoning effort "

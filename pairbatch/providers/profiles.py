@@ -238,8 +238,8 @@ class StateWarner:
             return
         self._seen.add(batch_id)
         self._log.warning(
-            "%s batch %s reports state %r, which pairbatch does not know; treating it as "
-            "still running (BatchStatus.unknown_state is set)",
+            "%s batch %s reports state %r, which pairbatch does not know; "
+            "BatchStatus.unknown_state is set (running unless the provider says it is done)",
             provider,
             batch_id,
             raw,
