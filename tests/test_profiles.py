@@ -213,6 +213,23 @@ def test_claude_older_families() -> None:
     refused("anthropic", "claude-3-5-haiku-20241022", "include_thoughts", include_thoughts=True)
 
 
+@pytest.mark.parametrize(
+    ("model", "family"),
+    [
+        ("claude-sonnet-4-20250514", "claude-4"),
+        ("claude-opus-4-1-20250805", "claude-4-5"),
+        ("claude-3-5-sonnet-20241022", "claude-3"),
+        ("claude-3-haiku-20240307", "claude-3"),
+        ("anthropic.claude-opus-4-6-v1", "claude-4-6"),
+        ("claude-opus-4-6@20260101", "claude-4-6"),
+        ("claude-sonnet-5", "claude-opus-4-7"),
+        ("claude-mythos-preview", "claude-opus-4-7"),
+    ],
+)
+def test_claude_ids_find_their_family(model: str, family: str) -> None:
+    assert anthropic_profiles.profile_for(model).name == family
+
+
 def test_claude_unknown_model(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="pairbatch.providers.profiles"):
         params = line("anthropic", "claude-nova-test")["params"]

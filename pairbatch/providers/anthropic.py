@@ -324,6 +324,7 @@ def _status(batch_id: str, batch: dict[str, Any]) -> BatchStatus:
     failed = sum(int(counts.get(k) or 0) for k in ("errored", "canceled", "expired"))
     succeeded = int(counts.get("succeeded") or 0)
     processing = int(counts.get("processing") or 0)
+    state: BatchState | None
     if raw == "ended":
         # "ended" covers finished, cancelled and expired batches alike; per-request
         # outcomes are in the results, which are salvaged in every case.
