@@ -73,6 +73,13 @@ class BatchStatus:
     # Set by a provider whose own word does not say how a batch ended (Anthropic's
     # "ended" covers success, expiry and cancellation alike).
     ending: str | None = None
+    # The provider's own batch-level failure reason(s), e.g. OpenAI ``errors.data[]``
+    # ("duplicate_custom_id: ... (line 21)") or a Gemini operation's ``error``.
+    error: str | None = None
+    # The provider sent a state pairbatch does not know. ``state`` is then ``RUNNING``
+    # (or what ``done``/the output tell); the engine should stop polling such a batch
+    # once the completion window plus a grace period has passed, and treat it as failed.
+    unknown_state: bool = False
 
     @property
     def outcome(self) -> str:

@@ -300,7 +300,8 @@ def test_gemini_thought_parts_by_flag(tmp_path: Path) -> None:
     assert row["model"] == "gemini-2.5-flash"
     assert row["object_type"] == "generateContent"
     assert row["prompt_tokens"] == 80
-    assert row["completion_tokens"] == 17  # candidates + thoughts: billed output
+    # The API's own split: candidatesTokenCount only; thoughts are reasoning_tokens.
+    assert row["completion_tokens"] == 10
     assert row["reasoning_tokens"] == 7
     assert row["total_tokens"] == 97
     assert row["prompt_cached_tokens"] == 8
@@ -329,6 +330,88 @@ def test_gemini_safety_no_parts(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- robustness
+
+
+# ---------------------------------------------------------------- truncation (parse gaps)
+
+
+def oa_incomplete(cid: str, answer: str) -> dict[str, Any]:
+    obj = oa_responses(cid, answer)
+    obj["response"]["body"]["status"] = "incomplete"
+    obj["response"]["body"]["incomplete_details"] = {"reason": "max_output_tokens"}
+    return obj
+
+
+def oa_chat_length(cid: str, answer: str) -> dict[str, Any]:
+    obj = oa_chat(cid, answer)
+    obj["response"]["body"]["choices"][0]["finish_reason"] = "length"
+    return obj
+
+
+def an_max_tokens(cid: str, answer: str) -> dict[str, Any]:
+    obj = an_ok(cid, answer, thinking=["long thoughts"])
+    obj["result"]["message"]["stop_reason"] = "max_tokens"
+    return obj
+
+
+def an_with_thinking_tokens(cid: str, answer: str) -> dict[str, Any]:
+    obj = an_ok(cid, answer, thinking=["t"])
+    obj["result"]["message"]["usage"]["output_tokens_details"] = {"thinking_tokens": 6}
+    return obj
+
+
+def gm_max_tokens(key: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    obj = gm_ok(key, parts)
+    obj["response"]["candidates"][0]["finishReason"] = "MAX_TOKENS"
+    return obj
+
+
+def test_openai_incomplete_response_is_truncated(tmp_path: Path) -> None:
+    row = one("openai", tmp_path, oa_incomplete("k1", "I think the first"))
+    assert row["error_message"] == "truncated: max_output_tokens"
+    assert row["better_sample"] is None and row["content"] == "I think the first"
+    assert openai.fast_line(oa_incomplete("k1", "x")) is None
+    # a truncated answer that still names a winner keeps it
+    assert one("openai", tmp_path, oa_incomplete("k2", S1))["better_sample"] == "SAMPLE_1"
+
+
+def test_openai_chat_length_is_truncated(tmp_path: Path) -> None:
+    row = one("openai", tmp_path, oa_chat_length("k1", "Sample one is"))
+    assert row["error_message"] == "truncated: length"
+    assert openai.fast_line(oa_chat_length("k1", "x")) is None
+
+
+def test_anthropic_max_tokens_is_truncated(tmp_path: Path) -> None:
+    row = one("anthropic", tmp_path, an_max_tokens("a1", "Sample"))
+    assert row["error_message"] == "truncated: max_tokens"
+    assert row["result_type"] == "succeeded" and row["thoughts"] == "long thoughts"
+    assert anthropic.fast_line(an_max_tokens("a1", "x")) is None
+
+
+def test_anthropic_thinking_tokens(tmp_path: Path) -> None:
+    row = one("anthropic", tmp_path, an_with_thinking_tokens("a1", S1))
+    assert row["reasoning_tokens"] == 6 and row["completion_tokens"] == 9
+    assert one("anthropic", tmp_path, an_ok("a2", S1))["reasoning_tokens"] is None
+
+
+def test_gemini_max_tokens_is_truncated(tmp_path: Path) -> None:
+    row = one("gemini", tmp_path, gm_max_tokens("g1", [{"text": "t", "thought": True}]))
+    assert row["error_message"] == "truncated: MAX_TOKENS"
+    assert row["completion_tokens"] == 10 and row["reasoning_tokens"] == 7
+    assert gemini.fast_line(gm_max_tokens("g1", [{"text": S1}])) is None
+
+
+def test_truncated_detail_in_failed_attempts(tmp_path: Path) -> None:
+    """The failure detail of a cut-off answer says so, not "no winner tag"."""
+    from pairbatch.normalize import normalize_results
+
+    raw = BACKENDS["openai"].parse_results(write(tmp_path, [oa_incomplete("pb-1-0", "Hmm")]))
+    pairs = pl.DataFrame(
+        {"ID1": ["a"], "text1": ["x"], "ID2": ["b"], "text2": ["y"], "custom_id": ["pb-1-0"]}
+    )
+    failed = normalize_results(raw, pairs, backend="openai", model="gpt-5-mini").failed_attempts
+    assert failed.height == 1
+    assert failed["error_detail"][0] == "truncated: max_output_tokens"
 
 
 def test_blank_lines_malformed_and_order(tmp_path: Path) -> None:
@@ -449,6 +532,13 @@ _CANONICAL: dict[str, list[dict[str, Any]]] = {
         gm_ok("g2", [{"text": S2}], thoughts=None),
     ],
 }
+# Lines the fast path must hand over (or agree on) whatever the mutation.
+_SLOW: dict[str, list[dict[str, Any]]] = {
+    "openai": [oa_incomplete("o5", S1), oa_chat_length("o6", S2)],
+    "anthropic": [an_max_tokens("a3", S1)],
+    "gemini": [gm_max_tokens("g3", [{"text": S1}])],
+}
+_CANONICAL["anthropic"].append(an_with_thinking_tokens("a4", S1))
 _ODD_VALUES = [None, "", "x", 0, 7, -1, 2**70, 3.0, 2.5, True, "12", [], {}, [{"type": "text"}]]
 _MODULES = {"openai": openai, "anthropic": anthropic, "gemini": gemini}
 
@@ -467,7 +557,7 @@ def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 @st.composite
 def mutated_lines(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     provider = draw(st.sampled_from(sorted(_CANONICAL)))
-    obj = copy.deepcopy(draw(st.sampled_from(_CANONICAL[provider])))
+    obj = copy.deepcopy(draw(st.sampled_from(_CANONICAL[provider] + _SLOW[provider])))
     for _ in range(draw(st.integers(0, 3))):
         paths = _paths(obj)
         if not paths:

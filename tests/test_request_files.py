@@ -91,6 +91,11 @@ def test_openai_option_errors() -> None:
 
 
 def test_anthropic_lines(segment: pl.DataFrame, tmp_path: Path) -> None:
+    # Sonnet 4.5 refuses temperature and top_p together ("`temperature` and `top_p`
+    # cannot both be specified for this model"), so an explicit top_p replaces the
+    # default temperature of 0.
+    lines = write("anthropic", "claude-sonnet-4-5", segment, tmp_path)
+    assert lines[0]["params"]["temperature"] == 0.0 and "top_p" not in lines[0]["params"]
     lines = write("anthropic", "claude-sonnet-4-5", segment, tmp_path, top_p=0.9)
     for i, line in enumerate(lines):
         assert set(line) == {"custom_id", "params"}
@@ -99,7 +104,6 @@ def test_anthropic_lines(segment: pl.DataFrame, tmp_path: Path) -> None:
         assert params == {
             "model": "claude-sonnet-4-5",
             "max_tokens": 768,
-            "temperature": 0.0,
             "messages": [
                 {"role": "user", "content": [{"type": "text", "text": expected_prompt(segment, i)}]}
             ],
@@ -115,12 +119,15 @@ def test_anthropic_thinking(segment: pl.DataFrame, tmp_path: Path) -> None:
     assert params["temperature"] == 1.0 and params["max_tokens"] == 2048
     backend = get_backend("anthropic")
     with pytest.raises(InputError, match="temperature.*must be 1"):
-        backend.prepare_options("c", {"reasoning": "enabled", "temperature": 0})
+        backend.prepare_options("claude-sonnet-4-5", {"reasoning": "enabled", "temperature": 0})
     with pytest.raises(InputError, match="at least 1024"):
-        backend.prepare_options("c", {"reasoning": "enabled", "thinking_budget_tokens": 10})
+        backend.prepare_options(
+            "claude-sonnet-4-5", {"reasoning": "enabled", "thinking_budget_tokens": 10}
+        )
     with pytest.raises(InputError, match="smaller than 'max_tokens'"):
         backend.prepare_options(
-            "c", {"reasoning": "enabled", "thinking_budget_tokens": 4096, "max_tokens": 2048}
+            "claude-sonnet-4-5",
+            {"reasoning": "enabled", "thinking_budget_tokens": 4096, "max_tokens": 2048},
         )
 
 
@@ -149,11 +156,11 @@ def test_gemini_lines(segment: pl.DataFrame, tmp_path: Path) -> None:
 
 def test_gemini_3_thinking_level(segment: pl.DataFrame, tmp_path: Path) -> None:
     lines = write("gemini", "gemini-3-pro-preview", segment, tmp_path)
-    assert lines[0]["request"]["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "Low"}
+    assert lines[0]["request"]["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "LOW"}
     backend = get_backend("gemini")
     assert (
         backend.prepare_options("gemini-3-pro", {"thinking_level": "medium"})["thinking_level"]
-        == "High"
+        == "HIGH"
     )
     with pytest.raises(InputError, match="Flash"):
         backend.prepare_options("gemini-3-pro", {"thinking_level": "minimal"})
@@ -161,7 +168,7 @@ def test_gemini_3_thinking_level(segment: pl.DataFrame, tmp_path: Path) -> None:
         backend.prepare_options("gemini-3-flash-preview", {"thinking_level": "minimal"})[
             "thinking_level"
         ]
-        == "Minimal"
+        == "MINIMAL"
     )
     with pytest.raises(InputError, match="thinking_budget"):
         backend.prepare_options("gemini-3-pro", {"thinking_budget": 100})

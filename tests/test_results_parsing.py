@@ -452,7 +452,7 @@ def test_gemini_thought_parts_vs_answer(tmp_path: Path) -> None:
         # the tag in a thought part is not the verdict
         "better_sample": "SAMPLE_1",
         "prompt_tokens": 5,
-        "completion_tokens": 1373 + 1582,
+        "completion_tokens": 1373,  # candidatesTokenCount only; thoughts are reasoning_tokens
         "total_tokens": 2960,
         "prompt_cached_tokens": 2,
         "reasoning_tokens": 1582,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,19 +12,17 @@ from typing import Any
 import attrs
 import orjson
 
-from pairbatch.errors import InputError
 from pairbatch.models import BatchState, BatchStatus, Candidate, Job, Provider, RequestCounts
+from pairbatch.providers import anthropic_profiles
 from pairbatch.providers.base import (
     BackendBase,
     Downloaded,
     JsonApiClient,
     Options,
-    check_bool,
-    check_int,
-    check_number,
     read_request_lines,
     reject_unknown,
 )
+from pairbatch.providers.profiles import PreflightAnswer, StateWarner, preflight_answer
 from pairbatch.results import (
     Row,
     RowTuple,
@@ -33,68 +32,22 @@ from pairbatch.results import (
     text_or_none,
 )
 
-_OPTIONS = frozenset(
-    {
-        "reasoning",
-        "include_thoughts",
-        "temperature",
-        "top_p",
-        "max_tokens",
-        "thinking_budget_tokens",
-        "anthropic_version",
-    }
-)
-MIN_THINKING_BUDGET = 1024
 log = logging.getLogger("pairbatch.providers.anthropic")
+LIMITS = anthropic_profiles.LIMITS
+check_limits = LIMITS.check
+MIN_THINKING_BUDGET = anthropic_profiles.MIN_THINKING_BUDGET
+# stop_reason values (types/stop_reason.py) meaning the answer was cut off.
+_TRUNCATED = frozenset({"max_tokens", "model_context_window_exceeded"})
 
 
 class AnthropicBackend(BackendBase):
     provider = Provider.ANTHROPIC
+    limits = LIMITS
 
     def prepare_options(self, model: str, options: Options) -> dict[str, Any]:
-        """Reference rules (``build_anthropic_batch_requests``).
-
-        ``include_thoughts`` turns extended thinking on; with thinking, temperature must
-        be 1 and the budget at least 1024 and below ``max_tokens``.
-        """
-        reject_unknown(self.provider, options, _OPTIONS)
-        reasoning = options.get("reasoning", "none")
-        if reasoning not in ("none", "enabled"):
-            raise InputError(f"option 'reasoning' must be 'none' or 'enabled', got {reasoning!r}")
-        if check_bool("include_thoughts", options.get("include_thoughts", False)):
-            reasoning = "enabled"
-        temperature = check_number("temperature", options.get("temperature"), low=0, high=1)
-        top_p = check_number("top_p", options.get("top_p"), low=0, high=1)
-        max_tokens = check_int("max_tokens", options.get("max_tokens"))
-        budget = check_int("thinking_budget_tokens", options.get("thinking_budget_tokens"))
-        if reasoning == "enabled":
-            if temperature is not None and temperature != 1:
-                raise InputError(
-                    "option 'temperature' must be 1 when extended thinking is enabled on Anthropic"
-                )
-            temperature = 1.0
-            max_tokens = max_tokens or 2048
-            budget = budget or MIN_THINKING_BUDGET
-            if budget < MIN_THINKING_BUDGET:
-                raise InputError(
-                    f"option 'thinking_budget_tokens' must be at least {MIN_THINKING_BUDGET}"
-                )
-            if budget >= max_tokens:
-                raise InputError(
-                    "option 'thinking_budget_tokens' must be smaller than 'max_tokens'"
-                )
-        else:
-            temperature = 0.0 if temperature is None else temperature
-            max_tokens = max_tokens or 768
-            budget = None
-        return {
-            "reasoning": reasoning,
-            "temperature": temperature,
-            "top_p": top_p,
-            "max_tokens": max_tokens,
-            "thinking_budget_tokens": budget,
-            "anthropic_version": options.get("anthropic_version", "2023-06-01"),
-        }
+        """Options checked against the Claude family's profile (:mod:`.anthropic_profiles`)."""
+        reject_unknown(self.provider, options, anthropic_profiles.OPTIONS)
+        return anthropic_profiles.prepare(model, options)
 
     def request_line(
         self, custom_id: str, prompt: str, model: str, options: Options
@@ -102,16 +55,25 @@ class AnthropicBackend(BackendBase):
         params: dict[str, Any] = {
             "model": model,
             "max_tokens": options["max_tokens"],
-            "temperature": options["temperature"],
             "messages": [{"role": "user", "content": [{"type": "text", "text": prompt}]}],
         }
-        if options.get("top_p") is not None:
-            params["top_p"] = options["top_p"]
-        if options.get("reasoning") == "enabled":
+        # Only what the profile let through is set; None means "leave it out".
+        for name in ("temperature", "top_p", "top_k"):
+            if options.get(name) is not None:
+                params[name] = options[name]
+        reasoning = options.get("reasoning")
+        if reasoning == "enabled":
             params["thinking"] = {
                 "type": "enabled",
                 "budget_tokens": options["thinking_budget_tokens"],
             }
+        elif reasoning == "adaptive":
+            thinking: dict[str, Any] = {"type": "adaptive"}
+            if options.get("thinking_display"):
+                thinking["display"] = options["thinking_display"]
+            params["thinking"] = thinking
+        if options.get("effort"):
+            params["output_config"] = {"effort": options["effort"]}
         return {"custom_id": custom_id, "params": params}
 
 
@@ -168,6 +130,14 @@ def parse_line(obj: dict[str, Any]) -> Row:
             prompt + completion if prompt is not None and completion is not None else None
         )
         row["prompt_cached_tokens"] = int_or_none(usage.get("cache_read_input_tokens"))
+        # output_tokens includes thinking; the breakdown is in output_tokens_details
+        # (types/output_tokens_details.py: thinking_tokens).
+        row["reasoning_tokens"] = int_or_none(
+            dig(usage, "output_tokens_details", "thinking_tokens")
+        )
+    stop_reason = message.get("stop_reason")
+    if stop_reason in _TRUNCATED:
+        row["error_message"] = f"truncated: {stop_reason}"
     return row
 
 
@@ -180,6 +150,8 @@ def fast_line(obj: dict[str, Any]) -> RowTuple | None:
     message = result["message"]
     if type(message) is not dict:
         return None
+    if message.get("stop_reason") in _TRUNCATED:
+        return None  # the careful parser says it was cut off
     custom_id = obj.get("custom_id")
     model = message.get("model")
     object_type = message.get("type")
@@ -203,13 +175,15 @@ def fast_line(obj: dict[str, Any]) -> RowTuple | None:
             content.append(text)
     usage = message.get("usage")
     if usage is None:
-        prompt = completion = total = cached = None
+        prompt = completion = total = cached = thinking_tokens = None
     else:
         prompt = usage.get("input_tokens")
         completion = usage.get("output_tokens")
         cached = usage.get("cache_read_input_tokens")
+        details = usage.get("output_tokens_details")
+        thinking_tokens = None if details is None else details["thinking_tokens"]
         # Counts are summed below; one out of Int64 range is the careful parser's to null.
-        for number in (prompt, completion, cached):
+        for number in (prompt, completion, cached, thinking_tokens):
             if number is not None and not is_int64(number):
                 return None
         total = prompt + completion if prompt is not None and completion is not None else None
@@ -226,7 +200,7 @@ def fast_line(obj: dict[str, Any]) -> RowTuple | None:
         completion,
         total,
         cached,
-        None,
+        thinking_tokens,
     )
 
 
@@ -248,6 +222,7 @@ class AnthropicClient(JsonApiClient):
 
     version: str = "2023-06-01"
     provider: Provider = Provider.ANTHROPIC
+    _warn_state: StateWarner = attrs.field(factory=lambda: StateWarner(log), init=False)
 
     def _headers(self) -> dict[str, str]:
         return {
@@ -263,7 +238,22 @@ class AnthropicClient(JsonApiClient):
 
     async def status(self, batch_id: str) -> BatchStatus:
         batch = await self._call("GET", f"/v1/messages/batches/{batch_id}")
-        return _status(batch_id, batch)
+        status = _status(batch_id, batch)
+        if status.unknown_state:
+            self._warn_state(self.provider.value, batch_id, status.raw_state)
+        return status
+
+    async def preflight(self, line: dict[str, Any], options: Options) -> PreflightAnswer:
+        """One ``POST /v1/messages`` with the line's exact ``params``."""
+        started = time.monotonic()
+        message = await self._call("POST", "/v1/messages", json=line["params"])
+        latency = time.monotonic() - started
+        # The shape of a succeeded batch result line, for the batch parser.
+        wrapped = {
+            "custom_id": line.get("custom_id"),
+            "result": {"type": "succeeded", "message": message},
+        }
+        return preflight_answer(parse_line, wrapped, latency, options)
 
     async def download(self, job: Job, status: BatchStatus) -> Downloaded:
         url = status.output_ref or f"{self.base_url}/v1/messages/batches/{status.batch_id}/results"
@@ -349,6 +339,7 @@ def _status(batch_id: str, batch: dict[str, Any]) -> BatchStatus:
     failed = sum(int(counts.get(k) or 0) for k in ("errored", "canceled", "expired"))
     succeeded = int(counts.get("succeeded") or 0)
     processing = int(counts.get("processing") or 0)
+    state: BatchState | None
     if raw == "ended":
         # "ended" covers finished, cancelled and expired batches alike; per-request
         # outcomes are in the results, which are salvaged in every case.
@@ -363,13 +354,23 @@ def _status(batch_id: str, batch: dict[str, Any]) -> BatchStatus:
         state = {"errored": BatchState.FAILED, "canceled": BatchState.CANCELLED}.get(
             raw, BatchState.EXPIRED
         )
-    else:
+    elif raw in ("in_progress", "canceling"):
         state = BatchState.RUNNING
+    else:
+        state = None
+    # Anthropic has no batch-level error field; how it ended is the only reason to give.
+    error = None
+    if state is BatchState.EXPIRED:
+        error = f"expired: {int(counts.get('expired') or 0)} request(s) ran out of time"
+    elif state is BatchState.CANCELLED and raw == "ended":
+        error = f"canceled: {int(counts.get('canceled') or 0)} request(s) canceled"
     return BatchStatus(
         batch_id=batch_id,
-        state=state,
+        state=state or BatchState.RUNNING,
         raw_state=raw,
-        ending=state.value if raw == "ended" else None,
+        unknown_state=state is None,
+        error=error,
+        ending=state.value if raw == "ended" and state else None,
         counts=RequestCounts(
             total=succeeded + failed + processing,
             succeeded=succeeded,

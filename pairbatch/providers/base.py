@@ -21,6 +21,7 @@ from pairbatch._fs import atomic_writer
 from pairbatch.errors import InputError, ProviderError
 from pairbatch.models import BatchStatus, Candidate, Job, Provider
 from pairbatch.prompts import build_prompt
+from pairbatch.providers.profiles import BatchLimits, PreflightAnswer
 from pairbatch.results import (
     DEFAULT_TAG_PREFIX,
     DEFAULT_TAG_SUFFIX,
@@ -68,6 +69,15 @@ class Backend(Protocol):
         self, transport: Transport, *, api_key: str, base_url: str, retry: RetryPolicy
     ) -> BatchClient:
         """An HTTP client bound to one transport and one key."""
+        ...
+
+    @property
+    def limits(self) -> BatchLimits:
+        """What one batch may hold (requests, bytes, metadata, inline size)."""
+        ...
+
+    def check_limits(self, n_requests: int, n_bytes: int) -> None:
+        """Raise ``InputError`` naming the limit a batch of this size would pass."""
         ...
 
 
@@ -176,6 +186,10 @@ class BatchClient(Protocol):
         unproven look-alikes (see :class:`~pairbatch.models.Candidate`)."""
         ...
 
+    async def preflight(self, line: dict[str, Any], options: Options) -> PreflightAnswer:
+        """Send one request line's exact body as an ordinary synchronous request."""
+        ...
+
 
 @attrs.frozen
 class BackendBase:
@@ -190,6 +204,12 @@ class BackendBase:
     #: line to ``parse_line`` (see :mod:`pairbatch.results`).
     fast_line: FastLine | None
     client_type: Callable[..., BatchClient]
+    #: The provider's documented batch limits (set by each backend class).
+    limits: ClassVar[BatchLimits]
+
+    def check_limits(self, n_requests: int, n_bytes: int) -> None:
+        """Raise ``InputError`` naming the limit a batch of this size would pass."""
+        self.limits.check(n_requests, n_bytes)
 
     def parse_results(
         self,

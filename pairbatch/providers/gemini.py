@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,18 +12,23 @@ import attrs
 import orjson
 
 from pairbatch._fs import atomic_writer
-from pairbatch.errors import InputError, ProviderError
+from pairbatch.errors import ProviderError
 from pairbatch.models import BatchState, BatchStatus, Candidate, Job, Provider, RequestCounts
+from pairbatch.providers import gemini_profiles
 from pairbatch.providers.base import (
     BackendBase,
     Downloaded,
     JsonApiClient,
     Options,
-    check_bool,
-    check_int,
-    check_number,
     read_request_lines,
     reject_unknown,
+)
+from pairbatch.providers.gemini_upload import CHUNK_BYTES, ResumableUpload
+from pairbatch.providers.profiles import (
+    PreflightAnswer,
+    StateWarner,
+    bare_model,
+    preflight_answer,
 )
 from pairbatch.results import (
     Row,
@@ -36,69 +41,18 @@ from pairbatch.results import (
 
 log = logging.getLogger("pairbatch.providers.gemini")
 
-_OPTIONS = frozenset(
-    {
-        "include_thoughts",
-        "thinking_level",
-        "thinking_budget",
-        "temperature",
-        "top_p",
-        "top_k",
-        "max_output_tokens",
-        "inline",
-    }
-)
-THINKING_LEVELS = ("minimal", "low", "medium", "high")
-_GEMINI_3 = re.compile(r"gemini-3", re.IGNORECASE)
-_FLASH = re.compile(r"gemini-3-.*flash", re.IGNORECASE)
+LIMITS = gemini_profiles.LIMITS
+check_limits = LIMITS.check
 
 
 class GeminiBackend(BackendBase):
     provider = Provider.GEMINI
+    limits = LIMITS
 
     def prepare_options(self, model: str, options: Options) -> dict[str, Any]:
-        """Reference rules (``build_gemini_batch_requests``), made safe for Gemini 2.x.
-
-        Gemini 3 models get a ``thinkingLevel`` (default ``low``, title case, ``medium``
-        mapped to ``High`` off Flash as the reference does). Other models get no
-        thinking level unless asked, since they reject the field; ``thinking_budget``
-        is their knob.
-        """
-        reject_unknown(self.provider, options, _OPTIONS)
-        include_thoughts = check_bool("include_thoughts", options.get("include_thoughts", False))
-        level = options.get("thinking_level")
-        budget = check_int("thinking_budget", options.get("thinking_budget"), low=0)
-        gemini3 = bool(_GEMINI_3.search(model))
-        if level is not None and level not in THINKING_LEVELS:
-            raise InputError(
-                f"option 'thinking_level' must be one of {', '.join(THINKING_LEVELS)}, "
-                f"got {level!r}"
-            )
-        if gemini3:
-            if budget is not None:
-                raise InputError(
-                    "option 'thinking_budget' is not used by Gemini 3; use thinking_level"
-                )
-            level = level or "low"
-            flash = bool(_FLASH.search(model))
-            if level == "minimal" and not flash:
-                raise InputError(
-                    "thinking_level='minimal' is only supported by Gemini 3 Flash models"
-                )
-            if level == "medium" and not flash:
-                log.warning("thinking_level='medium' is not supported by %s; using 'high'", model)
-                level = "high"
-        inline = options.get("inline")
-        return {
-            "include_thoughts": include_thoughts,
-            "thinking_level": level.capitalize() if level else None,
-            "thinking_budget": budget,
-            "temperature": check_number("temperature", options.get("temperature"), low=0, high=2),
-            "top_p": check_number("top_p", options.get("top_p"), low=0, high=1),
-            "top_k": check_int("top_k", options.get("top_k")),
-            "max_output_tokens": check_int("max_output_tokens", options.get("max_output_tokens")),
-            "inline": None if inline is None else check_bool("inline", inline),
-        }
+        """Options checked against the Gemini family's profile (:mod:`.gemini_profiles`)."""
+        reject_unknown(self.provider, options, gemini_profiles.OPTIONS)
+        return gemini_profiles.prepare(model, options)
 
     def request_line(
         self, custom_id: str, prompt: str, model: str, options: Options
@@ -162,20 +116,20 @@ def parse_line(obj: dict[str, Any]) -> Row:
         (thoughts if part.get("thought") is True else content).append(part["text"])
     row["thoughts"] = text_or_none("".join(thoughts))
     row["content"] = text_or_none("".join(content))
-    if row["content"] is None:
+    if first.get("finishReason") == "MAX_TOKENS":
+        # Cut off at maxOutputTokens (thinking counts against it): say so.
+        row["error_message"] = "truncated: MAX_TOKENS"
+    elif row["content"] is None:
         reason = first.get("finishReason") or dig(response, "promptFeedback", "blockReason")
         if reason:
             row["error_message"] = f"no answer (finishReason {reason})"
     usage = response.get("usageMetadata")
     if isinstance(usage, dict):
-        candidates_tokens = int_or_none(usage.get("candidatesTokenCount"))
-        thought_tokens = int_or_none(usage.get("thoughtsTokenCount"))
         row["prompt_tokens"] = int_or_none(usage.get("promptTokenCount"))
-        # completion = answer + thinking: what is billed as output (the reference left
-        # thinking out, under-counting thinking models).
-        if candidates_tokens is not None or thought_tokens is not None:
-            row["completion_tokens"] = (candidates_tokens or 0) + (thought_tokens or 0)
-        row["reasoning_tokens"] = thought_tokens
+        # The API's own split: candidatesTokenCount is the answer, thoughtsTokenCount
+        # the thinking (types.py GenerateContentResponseUsageMetadata); not summed.
+        row["completion_tokens"] = int_or_none(usage.get("candidatesTokenCount"))
+        row["reasoning_tokens"] = int_or_none(usage.get("thoughtsTokenCount"))
         row["total_tokens"] = int_or_none(usage.get("totalTokenCount"))
         row["prompt_cached_tokens"] = int_or_none(usage.get("cachedContentTokenCount"))
     return row
@@ -195,6 +149,8 @@ def fast_line(obj: dict[str, Any]) -> RowTuple | None:
     if model is not None and type(model) is not str:
         return None
     first = response["candidates"][0]
+    if first.get("finishReason") == "MAX_TOKENS":
+        return None  # the careful parser says it was cut off
     thoughts: list[str] = []
     content: list[str] = []
     for part in first["content"]["parts"]:
@@ -210,19 +166,14 @@ def fast_line(obj: dict[str, Any]) -> RowTuple | None:
         prompt = completion = total = cached = thought_tokens = None
     else:
         prompt = usage.get("promptTokenCount")
-        candidate_tokens = usage.get("candidatesTokenCount")
+        completion = usage.get("candidatesTokenCount")
         thought_tokens = usage.get("thoughtsTokenCount")
         total = usage.get("totalTokenCount")
         cached = usage.get("cachedContentTokenCount")
-        # Counts are summed below; one out of Int64 range is the careful parser's to null.
-        for number in (prompt, candidate_tokens, thought_tokens, total, cached):
+        # Strings ("12") and floats are the careful parser's to convert.
+        for number in (prompt, completion, thought_tokens, total, cached):
             if number is not None and not is_int64(number):
                 return None
-        completion = (
-            (candidate_tokens or 0) + (thought_tokens or 0)
-            if candidate_tokens is not None or thought_tokens is not None
-            else None
-        )
     return (
         key,
         model,
@@ -244,14 +195,22 @@ def fast_line(obj: dict[str, Any]) -> RowTuple | None:
 
 INLINE_LIMIT_BYTES = 10_000_000  # the documented inline limit is 20 MB; keep clear of it
 _LIST_PAGES = 10
+# REST BatchState names, and the SDK's JobState names for the same (and Vertex's extra
+# ones); the prefixes are cut before the lookup.
 _STATES = {
     "PENDING": BatchState.PENDING,
+    "QUEUED": BatchState.PENDING,
     "RUNNING": BatchState.RUNNING,
+    "CANCELLING": BatchState.RUNNING,
+    "PAUSED": BatchState.RUNNING,
+    "UPDATING": BatchState.RUNNING,
     "SUCCEEDED": BatchState.SUCCEEDED,
     "FAILED": BatchState.FAILED,
     "CANCELLED": BatchState.CANCELLED,
     "EXPIRED": BatchState.EXPIRED,
 }
+# Vertex's JOB_STATE_PARTIALLY_SUCCEEDED: ended, some requests failed; results salvaged.
+_PARTIAL = "PARTIALLY_SUCCEEDED"
 INLINE_REF = "inline"
 
 
@@ -296,29 +255,62 @@ def _inline_responses(batch: dict[str, Any]) -> list[Any] | None:
     return inlined if isinstance(inlined, list) else None
 
 
+def _operation_error(batch: dict[str, Any]) -> str | None:
+    """A failed operation's ``error`` Status ({code, message, status}) as one line."""
+    error = batch.get("error")
+    if not isinstance(error, dict):
+        return None
+    label = error.get("status") or error.get("code")
+    message = error.get("message")
+    text = ": ".join(str(v) for v in (label, message) if v not in (None, ""))
+    return text or None
+
+
 @attrs.define(repr=False)
 class GeminiClient(JsonApiClient):
-    """Gemini batch mode over the shared transport."""
+    """Gemini batch mode over the shared transport.
+
+    ``api_version`` (``v1beta`` or ``v1``) is used for every path; ``submit`` takes it
+    from the prepared options, and a client made to poll a stored batch should be given
+    the run's (``client.api_version = settings["options"]["api_version"]``).
+    """
 
     provider: Provider = Provider.GEMINI
+    api_version: str = "v1beta"
     # Inline results arrive in the final status body; keeping it saves fetching the
     # whole payload a second time to download it.
     _finished: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    _warn_state: StateWarner = attrs.field(factory=lambda: StateWarner(log), init=False)
+    #: Upload chunk size (8 MiB as the SDK; smaller in tests).
+    upload_chunk_bytes: int = CHUNK_BYTES
 
     def _headers(self) -> dict[str, str]:
         return {"x-goog-api-key": self._api_key, "content-type": "application/json"}
 
+    def _use_version(self, options: Options | None) -> str:
+        version = (options or {}).get("api_version") or self.api_version
+        self.api_version = str(version)
+        return self.api_version
+
     async def submit(self, job: Job, requests_path: Path, options: Options) -> str:
+        version = self._use_version(options)
         name = display_name(job)
         size = (await asyncio.to_thread(requests_path.stat)).st_size
         inline = options.get("inline")
         if inline is None:
             inline = size <= INLINE_LIMIT_BYTES
-        path = f"/v1beta/models/{job.model}:batchGenerateContent"
+        path = f"/{version}/models/{bare_model(job.model)}:batchGenerateContent"
         if inline:
             body = await asyncio.to_thread(_inline_body, requests_path, name)
         else:
-            file_name = await self._upload(requests_path, size, name)
+            upload = ResumableUpload(
+                self.transport,
+                self.retry,
+                f"{self.base_url}/upload/{version}/files",
+                self._headers(),
+                chunk_bytes=self.upload_chunk_bytes,
+            )
+            file_name = await upload.run(requests_path, size, name)
             body = orjson.dumps(
                 {"batch": {"display_name": name, "input_config": {"file_name": file_name}}}
             )
@@ -328,50 +320,47 @@ class GeminiClient(JsonApiClient):
             raise ProviderError(self.provider.value, None, "create answer has no batch name")
         return str(batch_name)
 
-    async def _upload(self, path: Path, size: int, name: str) -> str:
-        """The resumable upload protocol: start, then one upload-and-finalize."""
-        start = await self.transport.request(
-            self.provider.value,
+    async def preflight(self, line: dict[str, Any], options: Options) -> PreflightAnswer:
+        """One ``generateContent`` call with the line's exact ``request``."""
+        version = self._use_version(options)
+        model = (options or {}).get("model") or line.get("model")
+        if not model:
+            raise ProviderError(self.provider.value, None, "pre-flight needs the model name")
+        started = time.monotonic()
+        response = await self._call(
             "POST",
-            f"{self.base_url}/upload/v1beta/files",
-            headers=self._headers()
-            | {
-                "X-Goog-Upload-Protocol": "resumable",
-                "X-Goog-Upload-Command": "start",
-                "X-Goog-Upload-Header-Content-Length": str(size),
-                "X-Goog-Upload-Header-Content-Type": "application/jsonl",
-            },
-            json={"file": {"display_name": name}},
-            retry=self.retry,
+            f"/{version}/models/{bare_model(str(model))}:generateContent",
+            json=line["request"],
         )
-        upload_url = start.headers.get("x-goog-upload-url")
-        if not upload_url:
-            raise ProviderError(self.provider.value, start.status, "upload start gave no URL")
-        data = await asyncio.to_thread(path.read_bytes)
-        done = await self.transport.request(
-            self.provider.value,
-            "POST",
-            upload_url,
-            headers={"X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"},
-            data=data,
-            retry=self.retry,
-        )
-        info = done.json()
-        file_info = info.get("file") if isinstance(info, dict) else None
-        if not isinstance(file_info, dict) or not file_info.get("name"):
-            raise ProviderError(self.provider.value, done.status, "upload gave no file name")
-        return str(file_info["name"])
+        latency = time.monotonic() - started
+        wrapped = {"key": line.get("key"), "response": response}
+        return preflight_answer(parse_line, wrapped, latency, options)
 
     async def status(self, batch_id: str) -> BatchStatus:
-        batch = await self._call("GET", f"/v1beta/{batch_id}")
+        batch = await self._call("GET", f"/{self.api_version}/{batch_id}")
         metadata = batch.get("metadata") or {}
         raw = str(metadata.get("state") or batch.get("state") or "STATE_UNSPECIFIED")
         short = raw.removeprefix("BATCH_STATE_").removeprefix("JOB_STATE_")
-        state = _STATES.get(short, BatchState.RUNNING)
+        output = _output(batch)
+        has_output = bool(output.get("responsesFile")) or _inline_responses(batch) is not None
+        error = _operation_error(batch)
+        ending: str | None = None
+        state = _STATES.get(short)
+        unknown = False
+        if short == _PARTIAL:
+            state = BatchState.SUCCEEDED if has_output else BatchState.FAILED
+            ending = "partially_succeeded"
+        elif state is None:
+            unknown = True
+            self._warn_state(self.provider.value, batch_id, raw)
+            if batch.get("done") is True:
+                # Whatever the word, the operation is over.
+                state = BatchState.SUCCEEDED if has_output and not error else BatchState.FAILED
+            else:
+                state = BatchState.RUNNING
         stats = metadata.get("batchStats") or {}
         output_ref: str | None = None
         if state.is_terminal:
-            output = _output(batch)
             if output.get("responsesFile"):
                 output_ref = str(output["responsesFile"])
             elif _inline_responses(batch) is not None:
@@ -388,6 +377,9 @@ class GeminiClient(JsonApiClient):
                 processing=_int(stats.get("pendingRequestCount")),
             ),
             output_ref=output_ref,
+            ending=ending,
+            error=error,
+            unknown_state=unknown,
         )
 
     async def download(self, job: Job, status: BatchStatus) -> Downloaded:
@@ -395,14 +387,14 @@ class GeminiClient(JsonApiClient):
         if status.output_ref == INLINE_REF:
             batch = self._finished.pop(status.batch_id, None)
             if batch is None:
-                batch = await self._call("GET", f"/v1beta/{status.batch_id}")
+                batch = await self._call("GET", f"/{self.api_version}/{status.batch_id}")
             responses = _inline_responses(batch) or []
             await asyncio.to_thread(_write_inline_results, responses, dest)
             return Downloaded(output_path=dest)
         if status.output_ref:
             await self.transport.download(
                 self.provider.value,
-                f"{self.base_url}/download/v1beta/{status.output_ref}:download",
+                f"{self.base_url}/download/{self.api_version}/{status.output_ref}:download",
                 dest,
                 headers=self._headers(),
                 params={"alt": "media"},
@@ -413,7 +405,7 @@ class GeminiClient(JsonApiClient):
         return Downloaded(output_path=None)
 
     async def cancel(self, batch_id: str) -> None:
-        await self._call("POST", f"/v1beta/{batch_id}:cancel")
+        await self._call("POST", f"/{self.api_version}/{batch_id}:cancel")
 
     async def find_batches(self, job: Job) -> list[Candidate]:
         """Every batch whose display name carries this run's tag and this segment."""
@@ -422,7 +414,7 @@ class GeminiClient(JsonApiClient):
         token: str | None = None
         for _ in range(_LIST_PAGES):
             params = {"pageSize": "100"} | ({"pageToken": token} if token else {})
-            page = await self._call("GET", "/v1beta/batches", params=params)
+            page = await self._call("GET", f"/{self.api_version}/batches", params=params)
             for operation in page.get("operations") or page.get("batches") or []:
                 metadata = operation.get("metadata") or {}
                 name = metadata.get("displayName") or operation.get("displayName")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import re
+import logging
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -10,18 +11,17 @@ from typing import Any
 import aiohttp
 import attrs
 
-from pairbatch.errors import InputError
 from pairbatch.models import BatchState, BatchStatus, Candidate, Job, Provider, RequestCounts
+from pairbatch.providers import openai_profiles
 from pairbatch.providers.base import (
     BackendBase,
     Downloaded,
     JsonApiClient,
     Options,
-    check_bool,
-    check_int,
-    check_number,
     reject_unknown,
 )
+from pairbatch.providers.openai_profiles import ENDPOINTS
+from pairbatch.providers.profiles import PreflightAnswer, StateWarner, preflight_answer
 from pairbatch.results import (
     Row,
     RowTuple,
@@ -30,81 +30,19 @@ from pairbatch.results import (
     text_or_none,
 )
 
-ENDPOINTS = {"chat.completions": "/v1/chat/completions", "responses": "/v1/responses"}
-REASONING_EFFORTS = frozenset({"none", "minimal", "low", "medium", "high", "xhigh"})
-_OPTIONS = frozenset(
-    {
-        "endpoint",
-        "temperature",
-        "top_p",
-        "logprobs",
-        "reasoning",
-        "include_thoughts",
-        "max_output_tokens",
-        "service_tier",
-        "metadata",
-    }
-)
-# Models that accept a reasoning effort (gpt-5 family and the o-series).
-_REASONING_MODEL = re.compile(r"^(gpt-5|o\d)", re.IGNORECASE)
+log = logging.getLogger("pairbatch.providers.openai")
+LIMITS = openai_profiles.LIMITS
+check_limits = LIMITS.check
 
 
 class OpenAIBackend(BackendBase):
     provider = Provider.OPENAI
+    limits = LIMITS
 
     def prepare_options(self, model: str, options: Options) -> dict[str, Any]:
-        """Reference rules (``R/openai_params.R``), minus its hard-coded model list.
-
-        ``include_thoughts`` on a reasoning model with no effort asks for ``"low"``;
-        reasoning or thoughts select the responses endpoint; temperature defaults to 0
-        only when no reasoning is active (reasoning models reject it).
-        """
-        reject_unknown(self.provider, options, _OPTIONS)
-        include_thoughts = check_bool("include_thoughts", options.get("include_thoughts", False))
-        effort = options.get("reasoning")
-        if effort is not None and effort not in REASONING_EFFORTS:
-            raise InputError(
-                f"option 'reasoning' must be one of {', '.join(sorted(REASONING_EFFORTS))}, "
-                f"got {effort!r}"
-            )
-        reasoning_model = bool(_REASONING_MODEL.match(model))
-        if include_thoughts and effort is None and reasoning_model:
-            effort = "low"
-        reasoning_active = effort is not None and effort != "none"
-        endpoint = options.get("endpoint")
-        if endpoint is None:
-            endpoint = "responses" if (reasoning_active or include_thoughts) else "chat.completions"
-        endpoint = str(endpoint).removeprefix("/v1/").replace("/", ".")
-        if endpoint not in ENDPOINTS:
-            raise InputError(
-                f"option 'endpoint' must be one of {', '.join(ENDPOINTS)}, got {endpoint!r}"
-            )
-        temperature = check_number("temperature", options.get("temperature"), low=0, high=2)
-        top_p = check_number("top_p", options.get("top_p"), low=0, high=1)
-        logprobs = options.get("logprobs")
-        if reasoning_active and (temperature is not None or top_p is not None or logprobs):
-            raise InputError(
-                "temperature, top_p and logprobs must be unset when a reasoning effort "
-                f"({effort!r}) is active"
-            )
-        if temperature is None and not reasoning_active:
-            temperature = 0.0
-        if endpoint == "chat.completions" and reasoning_active:
-            raise InputError("option 'reasoning' needs endpoint='responses' on OpenAI")
-        metadata = options.get("metadata")
-        if metadata is not None and not isinstance(metadata, dict):
-            raise InputError("option 'metadata' must be a dict of strings")
-        return {
-            "endpoint": endpoint,
-            "temperature": temperature,
-            "top_p": top_p,
-            "logprobs": None if logprobs is None else check_bool("logprobs", logprobs),
-            "reasoning": effort,
-            "include_thoughts": include_thoughts,
-            "max_output_tokens": check_int("max_output_tokens", options.get("max_output_tokens")),
-            "service_tier": options.get("service_tier"),
-            "metadata": metadata,
-        }
+        """Options checked against the model family's profile (:mod:`.openai_profiles`)."""
+        reject_unknown(self.provider, options, openai_profiles.OPTIONS)
+        return openai_profiles.prepare(model, options)
 
     def request_line(
         self, custom_id: str, prompt: str, model: str, options: Options
@@ -207,11 +145,19 @@ def parse_line(obj: dict[str, Any]) -> Row:
     _openai_usage(row, body.get("usage"))
     kind = body.get("object")
     if kind == "chat.completion":
-        message = dig((body.get("choices") or [None])[0], "message") or {}
+        choice = (body.get("choices") or [None])[0]
+        message = dig(choice, "message") or {}
         row["content"] = text_or_none(message.get("content"))
         row["thoughts"] = text_or_none(message.get("reasoning_content"))
+        if dig(choice, "finish_reason") == "length":
+            # Cut off at max_completion_tokens: say so rather than "no winner tag".
+            row["error_message"] = "truncated: length"
     elif kind == "response":
         row["thoughts"], row["content"] = _responses_text(body)
+        if body.get("status") == "incomplete":
+            # e.g. incomplete_details.reason "max_output_tokens" (types/responses/response.py)
+            reason = text_or_none(dig(body, "incomplete_details", "reason")) or "incomplete"
+            row["error_message"] = f"truncated: {reason}"
     else:
         row["error_message"] = f"unknown response object type {kind!r}"
     ok = status is None or 200 <= status < 300
@@ -260,6 +206,8 @@ def fast_line(obj: dict[str, Any]) -> RowTuple | None:
             if number is not None and type(number) is not int:
                 return None
     if kind == "response":
+        if body.get("status") == "incomplete":
+            return None  # the careful parser says why it was cut short
         thoughts: list[str] = []
         content: list[str] = []
         for item in body["output"]:
@@ -281,8 +229,9 @@ def fast_line(obj: dict[str, Any]) -> RowTuple | None:
         thought_text: str | None = "\n\n".join(thoughts)
         answer: str | None = "".join(content)
     elif kind == "chat.completion":
-        message = body["choices"][0]["message"]
-        if type(message) is not dict:
+        choice = body["choices"][0]
+        message = choice["message"]
+        if type(message) is not dict or choice.get("finish_reason") == "length":
             return None
         answer = message.get("content")
         thought_text = message.get("reasoning_content")
@@ -331,9 +280,25 @@ class OpenAIClient(JsonApiClient):
     """OpenAI Batch API over the shared transport."""
 
     provider: Provider = Provider.OPENAI
+    _warn_state: StateWarner = attrs.field(factory=lambda: StateWarner(log), init=False)
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}"}
+
+    async def preflight(self, line: dict[str, Any], options: Options) -> PreflightAnswer:
+        """One synchronous request with the exact body of a request line, sent to the
+        line's own endpoint (``/v1/chat/completions`` or ``/v1/responses``)."""
+        path = str(line.get("url") or ENDPOINTS["chat.completions"]).removeprefix("/v1")
+        started = time.monotonic()
+        body = await self._call("POST", path, json=line["body"])
+        latency = time.monotonic() - started
+        # The shape of a batch output line, so the batch parser reads it unchanged.
+        wrapped = {
+            "custom_id": line.get("custom_id"),
+            "response": {"status_code": 200, "body": body},
+            "error": None,
+        }
+        return preflight_answer(parse_line, wrapped, latency, options)
 
     async def submit(self, job: Job, requests_path: Path, options: Options) -> str:
         def form() -> aiohttp.FormData:
@@ -367,10 +332,15 @@ class OpenAIClient(JsonApiClient):
         batch = await self._call("GET", f"/batches/{batch_id}")
         raw = str(batch.get("status") or "unknown")
         counts = batch.get("request_counts") or {}
+        state = _OPENAI_STATES.get(raw)
+        if state is None:
+            self._warn_state(self.provider.value, batch_id, raw)
         return BatchStatus(
             batch_id=batch_id,
-            state=_OPENAI_STATES.get(raw, BatchState.RUNNING),
+            state=state or BatchState.RUNNING,
             raw_state=raw,
+            unknown_state=state is None,
+            error=batch_errors(batch.get("errors")),
             counts=RequestCounts(
                 total=counts.get("total"),
                 succeeded=counts.get("completed"),
@@ -429,6 +399,28 @@ class OpenAIClient(JsonApiClient):
                 break
             after = str(data[-1]["id"])
         return found
+
+
+def batch_errors(errors: object) -> str | None:
+    """``errors.data[]`` ({code, message, param, line}, types/batch_error.py) as one
+    line each: "duplicate_custom_id: ... (line 21)"."""
+    data = errors.get("data") if isinstance(errors, dict) else errors
+    if not isinstance(data, list):
+        return None
+    parts: list[str] = []
+    for item in data:
+        if not isinstance(item, dict):
+            continue
+        text = ": ".join(
+            str(v) for v in (item.get("code"), item.get("message")) if v not in (None, "")
+        )
+        if item.get("param"):
+            text += f" [param {item['param']}]"
+        if item.get("line") is not None:
+            text += f" (line {item['line']})"
+        if text:
+            parts.append(text)
+    return "; ".join(parts) or None
 
 
 def _from_epoch(value: object) -> datetime | None:
