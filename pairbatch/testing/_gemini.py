@@ -14,7 +14,7 @@ from aiohttp import web
 from pairbatch.testing._core import Core, rfc3339, route_name
 from pairbatch.testing._http import GEMINI, error_response, json_response, read_json, stream_blob
 from pairbatch.testing.blobs import Blob, BytesBlob, LineRenderer, SyntheticBlob
-from pairbatch.testing.bodies import gemini_response, gemini_thinking, make_answer
+from pairbatch.testing.bodies import gemini_limit, gemini_response, gemini_thinking, make_answer
 from pairbatch.testing.faults import (
     BATCHES_CANCEL,
     BATCHES_CREATE,
@@ -28,6 +28,7 @@ from pairbatch.testing.faults import (
     stable_int,
 )
 from pairbatch.testing.judge import fixed_judge, gemini_prompt
+from pairbatch.testing.rules import check_gemini
 from pairbatch.testing.state import Batch, EndKind, Outcome, Phase, Request, View
 
 logger = logging.getLogger("pairbatch.testing")
@@ -457,8 +458,12 @@ class GeminiRoutes:
 
     def _entry(self, batch: Batch, request: Request, outcome: Outcome) -> dict[str, Any]:
         entry: dict[str, Any] = {}
+        refusal = check_gemini(str(batch.info["model"]), request.body)
         if outcome is Outcome.ERRORED:
             entry["error"] = _error(request.custom_id)
+        elif refusal is not None:
+            # A request the model refuses errors alone; the rest of the batch goes on.
+            entry["error"] = refusal.body["error"]
         else:
             thinks, show = gemini_thinking(request.body)
             try:
@@ -468,6 +473,7 @@ class GeminiRoutes:
                     no_tag=outcome is Outcome.NO_TAG,
                     reasoning=thinks,
                     show_thoughts=show,
+                    limit=gemini_limit(request.body),
                 )
                 ident = f"{stable_int(batch.id, request.index):016x}"
                 entry["response"] = gemini_response(

@@ -17,6 +17,7 @@ from pairbatch.testing.blobs import Blob, BytesBlob, LineRenderer, SyntheticBlob
 from pairbatch.testing.bodies import (
     chat_completion,
     make_answer,
+    openai_limit,
     openai_reasoning,
     response_object,
 )
@@ -32,6 +33,7 @@ from pairbatch.testing.faults import (
     stable_int,
 )
 from pairbatch.testing.judge import fixed_judge, openai_prompt
+from pairbatch.testing.rules import check_openai
 from pairbatch.testing.state import Batch, EndKind, Outcome, Phase, Request, View, shuffled
 
 logger = logging.getLogger("pairbatch.testing")
@@ -479,6 +481,18 @@ class OpenAIRoutes:
         body = request.body
         if outcome is Outcome.ERRORED:
             return self._error_line(line, request, ident), None
+        refusal = check_openai(batch.info["endpoint"], body)
+        if refusal is not None:
+            # A line the API refuses is answered in the error file, as the real batch does.
+            line.update(
+                response={
+                    "status_code": refusal.status,
+                    "request_id": f"req_{ident}",
+                    "body": refusal.body,
+                },
+                error=None,
+            )
+            return line, None
         reasoning, summary = openai_reasoning(body)
         try:
             answer = make_answer(
@@ -487,6 +501,7 @@ class OpenAIRoutes:
                 no_tag=outcome is Outcome.NO_TAG,
                 reasoning=reasoning,
                 show_thoughts=summary,
+                limit=openai_limit(body),
             )
         except Exception:
             logger.exception("judge failed on %s", request.custom_id)
