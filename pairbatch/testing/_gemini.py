@@ -12,7 +12,14 @@ import orjson
 from aiohttp import web
 
 from pairbatch.testing._core import Core, rfc3339, route_name
-from pairbatch.testing._http import GEMINI, error_response, json_response, read_json, stream_blob
+from pairbatch.testing._http import (
+    GEMINI,
+    OPENAI,
+    error_response,
+    json_response,
+    read_json,
+    stream_blob,
+)
 from pairbatch.testing.blobs import Blob, BytesBlob, LineRenderer, SyntheticBlob
 from pairbatch.testing.bodies import gemini_limit, gemini_response, gemini_thinking, make_answer
 from pairbatch.testing.faults import (
@@ -36,6 +43,7 @@ logger = logging.getLogger("pairbatch.testing")
 BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch"
 OUTPUT_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput"
 MAX_INLINE_BYTES = 20 * 1024 * 1024
+CHUNK_GRANULARITY = 8 * 1024 * 1024
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -87,6 +95,10 @@ class Upload:
     display_name: str
     mime_type: str
     data: bytearray = attrs.field(factory=bytearray)
+    legs: int = 0  # data legs seen, for the upload fault
+    faulted: bool = False
+    final: dict[str, Any] | None = None  # the file, once finalized (a query still answers)
+    received: int = 0  # bytes received, kept once `data` is handed to the file
 
 
 class GeminiRoutes:
@@ -96,54 +108,66 @@ class GeminiRoutes:
         self.uploads: dict[str, Upload] = {}
 
     def register(self, app: web.Application) -> None:
+        """Every route under both ``/v1beta`` and ``/v1``, as the API serves them.
+
+        Under ``/v1`` three GET paths are also OpenAI's (``/v1/batches``,
+        ``/v1/batches/{id}``, ``/v1/files/{id}``): those are not registered twice but
+        declared as *twins* of the OpenAI routes, and the request layer hands a request
+        with Google credentials (``x-goog-api-key`` or ``?key=``) to the Gemini handler.
+        """
         add = app.router.add_route
-        add(
-            "POST",
-            "/v1beta/models/{model:[^/:]+}:batchGenerateContent",
-            self.create,
-            name=route_name(GEMINI, BATCHES_CREATE),
-        )
-        add("GET", "/v1beta/batches", self.list, name=route_name(GEMINI, BATCHES_LIST))
-        add(
-            "GET",
-            "/v1beta/batches/{batch_id:[^/:]+}",
-            self.get,
-            name=route_name(GEMINI, BATCHES_GET),
-        )
-        add(
-            "DELETE",
-            "/v1beta/batches/{batch_id:[^/:]+}",
-            self.delete,
-            name=route_name(GEMINI, BATCHES_DELETE),
-        )
-        add(
-            "POST",
-            "/v1beta/batches/{batch_id:[^/:]+}:cancel",
-            self.cancel,
-            name=route_name(GEMINI, BATCHES_CANCEL),
-        )
-        add("POST", "/upload/v1beta/files", self.upload, name=route_name(GEMINI, UPLOAD_START))
-        # The data legs carry no key; the middleware tells them apart by this name.
-        add(
-            "POST",
-            "/upload/v1beta/files/session/{upload_id}",
-            self.upload_chunk,
-            name=route_name(GEMINI, UPLOAD_CHUNK),
-        )
-        add(
-            "GET",
-            "/v1beta/files/{file_id:[^/:]+}",
-            self.get_file,
-            name=route_name(GEMINI, FILES_GET),
-        )
-        # The REST docs use the /download prefix, the SDK does not: serve both.
-        for alias, prefix in enumerate(("/download/v1beta", "/v1beta")):
+        counter: dict[str, int] = {}
+
+        def name(endpoint: str) -> str:
+            n = counter.get(endpoint, 0)
+            counter[endpoint] = n + 1
+            return route_name(GEMINI, endpoint, n)
+
+        for version in ("v1beta", "v1"):
+            v = f"/{version}"
             add(
-                "GET",
-                prefix + "/files/{file_id:[^/:]+}:download",
-                self.download,
-                name=route_name(GEMINI, FILES_DOWNLOAD, alias),
+                "POST",
+                v + "/models/{model:[^/:]+}:batchGenerateContent",
+                self.create,
+                name=name(BATCHES_CREATE),
             )
+            add(
+                "DELETE",
+                v + "/batches/{batch_id:[^/:]+}",
+                self.delete,
+                name=name(BATCHES_DELETE),
+            )
+            add(
+                "POST",
+                v + "/batches/{batch_id:[^/:]+}:cancel",
+                self.cancel,
+                name=name(BATCHES_CANCEL),
+            )
+            add("POST", f"/upload{v}/files", self.upload, name=name(UPLOAD_START))
+            # The data legs carry no key; the middleware tells them apart by this name.
+            add(
+                "POST",
+                f"/upload{v}/files/session/{{upload_id}}",
+                self.upload_chunk,
+                name=name(UPLOAD_CHUNK),
+            )
+            # The REST docs use the /download prefix, the SDK does not: serve both.
+            for prefix in (f"/download{v}", v):
+                add(
+                    "GET",
+                    prefix + "/files/{file_id:[^/:]+}:download",
+                    self.download,
+                    name=name(FILES_DOWNLOAD),
+                )
+            if version == "v1":
+                continue
+            add("GET", v + "/batches", self.list, name=name(BATCHES_LIST))
+            add("GET", v + "/batches/{batch_id:[^/:]+}", self.get, name=name(BATCHES_GET))
+            add("GET", v + "/files/{file_id:[^/:]+}", self.get_file, name=name(FILES_GET))
+        twins = self.core.twins
+        twins[route_name(OPENAI, BATCHES_LIST)] = (BATCHES_LIST, self.list)
+        twins[route_name(OPENAI, BATCHES_GET)] = (BATCHES_GET, self.get)
+        twins[route_name(OPENAI, FILES_GET)] = (FILES_GET, self.get_file)
 
     # -- files ---------------------------------------------------------------------------
 
@@ -178,13 +202,14 @@ class GeminiRoutes:
                 or "application/jsonl"
             ),
         )
-        url = f"{self.core.origin}/upload/v1beta/files/session/{upload_id}"
+        version = request.path.split("/")[2]  # /upload/{version}/files
+        url = f"{self.core.origin}/upload/{version}/files/session/{upload_id}"
         return web.Response(
             status=200,
             headers={
                 "x-goog-upload-url": url,
                 "x-goog-upload-status": "active",
-                "x-goog-upload-chunk-granularity": str(8 * 1024 * 1024),
+                "x-goog-upload-chunk-granularity": str(CHUNK_GRANULARITY),
             },
         )
 
@@ -192,32 +217,84 @@ class GeminiRoutes:
         return await self._chunk(request, request.match_info["upload_id"])
 
     async def _chunk(self, request: web.Request, upload_id: str) -> web.StreamResponse:
+        """One leg of the resumable protocol: ``upload``, ``upload, finalize`` or ``query``.
+
+        google-genai sends 8 MiB legs with ``X-Goog-Upload-Offset`` and re-sends a leg
+        whose answer has no ``x-goog-upload-status``; a client that lost a connection
+        asks with ``query`` and gets ``x-goog-upload-size-received`` back.
+        """
         upload = self.uploads.get(upload_id)
         if upload is None:
-            return error_response(GEMINI, 404, "Upload session not found or already final.")
+            return error_response(GEMINI, 404, "Upload session not found.")
         commands = {
             c.strip() for c in request.headers.get("X-Goog-Upload-Command", "").lower().split(",")
         }
-        offset_header = request.headers.get("X-Goog-Upload-Offset")
         data = await request.read()
-        if offset_header is not None:
-            try:
-                offset = int(offset_header)
-            except ValueError:
-                return error_response(GEMINI, 400, "Invalid X-Goog-Upload-Offset.")
-            if offset != len(upload.data):
-                return error_response(
-                    GEMINI,
-                    400,
-                    f"Upload offset {offset} does not match the {len(upload.data)}"
-                    " bytes received so far.",
-                    headers={"x-goog-upload-status": "active"},
-                )
+        if "query" in commands:
+            status = "final" if upload.final is not None else "active"
+            headers = {
+                "x-goog-upload-status": status,
+                "x-goog-upload-size-received": str(upload.received or len(upload.data)),
+                "x-goog-upload-chunk-granularity": str(CHUNK_GRANULARITY),
+            }
+            if upload.final is not None:
+                return json_response({"file": upload.final}, headers=headers)
+            return web.Response(status=200, headers=headers)
+        if upload.final is not None:
+            return error_response(
+                GEMINI,
+                400,
+                "The upload is already finalized.",
+                headers={"x-goog-upload-status": "final"},
+            )
+        if not commands & {"upload", "finalize"}:
+            return error_response(
+                GEMINI,
+                400,
+                "X-Goog-Upload-Command must be upload, finalize or query.",
+                headers={"x-goog-upload-status": "active"},
+            )
+        offset_header = request.headers.get("X-Goog-Upload-Offset")
+        if offset_header is None:
+            return error_response(
+                GEMINI,
+                400,
+                "X-Goog-Upload-Offset is required.",
+                headers={"x-goog-upload-status": "active"},
+            )
+        try:
+            offset = int(offset_header)
+        except ValueError:
+            return error_response(GEMINI, 400, "Invalid X-Goog-Upload-Offset.")
+        if offset != len(upload.data):
+            return error_response(
+                GEMINI,
+                400,
+                f"Upload offset {offset} does not match the {len(upload.data)}"
+                " bytes received so far.",
+                headers={"x-goog-upload-status": "active"},
+            )
+        upload.legs += 1
+        faults = self.core.fault_config(GEMINI)
+        if (
+            faults.upload_fail_leg is not None
+            and not upload.faulted
+            and upload.legs == faults.upload_fail_leg
+        ):
+            upload.faulted = True
+            self.core.stats.fault(GEMINI, f"upload_{faults.upload_fail_mode}")
+            if faults.upload_fail_mode == "reset":
+                # Part of the leg arrived before the connection broke.
+                upload.data.extend(data[: len(data) // 2])
+                if request.transport is not None:
+                    request.transport.abort()
+                return web.Response(status=500)
+            # A front end's error page: no upload status, nothing stored.
+            return web.Response(status=503, text="Service Unavailable")
         if "upload" in commands:
             upload.data.extend(data)
         if "finalize" not in commands:
             return web.Response(status=200, headers={"x-goog-upload-status": "active"})
-        del self.uploads[upload_id]
         stored = GeminiFile(
             id=_token(12),
             display_name=upload.display_name,
@@ -227,9 +304,10 @@ class GeminiRoutes:
             source="UPLOADED",
         )
         self.files[stored.id] = stored
-        return json_response(
-            {"file": stored.to_json(self.core.origin)}, headers={"x-goog-upload-status": "final"}
-        )
+        upload.final = stored.to_json(self.core.origin)
+        upload.data = bytearray()  # the bytes live in the file now
+        upload.received = stored.blob.size
+        return json_response({"file": upload.final}, headers={"x-goog-upload-status": "final"})
 
     def _file(self, file_id: str) -> GeminiFile | None:
         stored = self.files.get(file_id)

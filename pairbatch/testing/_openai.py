@@ -164,22 +164,30 @@ class OpenAIRoutes:
     def register(self, app: web.Application) -> None:
         add = app.router.add_route
         add("POST", "/v1/files", self.create_file, name=route_name(OPENAI, FILES_CREATE))
-        add("GET", "/v1/files/{file_id}", self.get_file, name=route_name(OPENAI, FILES_GET))
+        add("GET", "/v1/files/{file_id:[^/:]+}", self.get_file, name=route_name(OPENAI, FILES_GET))
         add(
-            "DELETE", "/v1/files/{file_id}", self.delete_file, name=route_name(OPENAI, FILES_DELETE)
+            "DELETE",
+            "/v1/files/{file_id:[^/:]+}",
+            self.delete_file,
+            name=route_name(OPENAI, FILES_DELETE),
         )
         add(
             "GET",
-            "/v1/files/{file_id}/content",
+            "/v1/files/{file_id:[^/:]+}/content",
             self.file_content,
             name=route_name(OPENAI, FILES_CONTENT),
         )
         add("POST", "/v1/batches", self.create_batch, name=route_name(OPENAI, BATCHES_CREATE))
         add("GET", "/v1/batches", self.list_batches, name=route_name(OPENAI, BATCHES_LIST))
-        add("GET", "/v1/batches/{batch_id}", self.get_batch, name=route_name(OPENAI, BATCHES_GET))
+        add(
+            "GET",
+            "/v1/batches/{batch_id:[^/:]+}",
+            self.get_batch,
+            name=route_name(OPENAI, BATCHES_GET),
+        )
         add(
             "POST",
-            "/v1/batches/{batch_id}/cancel",
+            "/v1/batches/{batch_id:[^/:]+}/cancel",
             self.cancel_batch,
             name=route_name(OPENAI, BATCHES_CANCEL),
         )

@@ -18,6 +18,7 @@ from pairbatch.testing._core import Core, build_app
 from pairbatch.testing._gemini import GeminiRoutes
 from pairbatch.testing._http import ANTHROPIC, GEMINI, OPENAI, PROVIDERS
 from pairbatch.testing._openai import OpenAIRoutes
+from pairbatch.testing._sync import SyncRoutes
 from pairbatch.testing.blobs import SyntheticBlob, synthetic_custom_id
 from pairbatch.testing.faults import FaultConfig
 from pairbatch.testing.judge import Judge, default_judge
@@ -108,6 +109,7 @@ class ProviderEmulator:
         self._openai = OpenAIRoutes(self._core)
         self._anthropic = AnthropicRoutes(self._core)
         self._gemini = GeminiRoutes(self._core)
+        self._sync = SyncRoutes(self._core)
         self._runner: web.AppRunner | None = None
         self._bound_port: int | None = None
 
@@ -118,7 +120,12 @@ class ProviderEmulator:
             return self
         app = build_app(
             self._core,
-            [self._openai.register, self._anthropic.register, self._gemini.register],
+            [
+                self._openai.register,
+                self._anthropic.register,
+                self._gemini.register,
+                self._sync.register,
+            ],
         )
         # No access log (it costs more than a request here); slow handlers are cancelled
         # when their client goes away, and closing never waits on them for long.
