@@ -138,7 +138,6 @@ class SyncRoutes:
         ident = secrets.token_hex(12)
         if endpoint == CHAT:
             out = chat_completion(body, answer, ident=ident, created=self._created())
-            out["service_tier"] = "default"
         else:
             out = response_object(
                 body, answer, ident=ident, created=self._created(), reasoning=reasoning

@@ -154,7 +154,8 @@ def chat_completion(
                 "rejected_prediction_tokens": 0,
             },
         },
-        "service_tier": "batch",
+        # ChatCompletion.service_tier has no "batch" (auto|default|flex|scale|priority|fast).
+        "service_tier": "default",
         "system_fingerprint": "fp_emulator",
     }
 
