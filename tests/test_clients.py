@@ -70,7 +70,17 @@ async def wait_terminal(client: BatchClient, batch_id: str) -> object:
 
 CASES = [
     ("openai", {}),
-    ("openai", {"include_thoughts": True, "reasoning": "low", "endpoint": "responses"}),
+    pytest.param(
+        "openai",
+        {"include_thoughts": True, "reasoning": "low", "endpoint": "responses"},
+        # gpt-4.1-mini is not a reasoning model: the real API answers 400
+        # "Unsupported parameter: 'reasoning.effort' is not supported with this model."
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="client builds a request the real API refuses; fixed by model profiles "
+            "(issue 12)",
+        ),
+    ),
     ("anthropic", {}),
     ("anthropic", {"include_thoughts": True}),
     ("gemini", {"include_thoughts": True}),
