@@ -37,7 +37,7 @@ def params(model: str = "claude-sonnet-4-5", max_tokens: int = 64, **extra: Any)
 
 
 async def wait_ended(c: anthropic.AsyncAnthropic, batch_id: str) -> MessageBatch:
-    for _ in range(400):
+    for _ in range(2000):
         batch = await c.messages.batches.retrieve(batch_id)
         if batch.processing_status == "ended":
             return batch

@@ -35,7 +35,7 @@ def content(text: str) -> dict[str, Any]:
 
 
 async def wait_done(c: genai.Client, name: str) -> types.BatchJob:
-    for _ in range(400):
+    for _ in range(2000):
         job = await c.aio.batches.get(name=name)
         if job.done:
             return job

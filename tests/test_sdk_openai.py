@@ -53,7 +53,7 @@ async def run_batch(c: openai.AsyncOpenAI, lines: list[dict[str, Any]], endpoint
         endpoint=endpoint,  # type: ignore[arg-type]
         completion_window="24h",
     )
-    for _ in range(400):
+    for _ in range(2000):
         batch = await c.batches.retrieve(batch.id)
         if batch.status in ("completed", "failed", "expired", "cancelled"):
             return batch
@@ -187,7 +187,7 @@ async def test_metadata_and_size_limits() -> None:
         created = await c.batches.create(
             input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
         )
-        for _ in range(400):
+        for _ in range(2000):
             created = await c.batches.retrieve(created.id)
             if created.status == "failed":
                 break
