@@ -1,17 +1,15 @@
-"""Gemini batch mode routes (``/v1beta/...``), with the resumable File API upload."""
+"""Gemini batch mode routes (``/v1beta/...`` and ``/v1/...``) and the File API reads."""
 
 from __future__ import annotations
 
 import logging
-import secrets
-import string
 from typing import Any
 
-import attrs
 import orjson
 from aiohttp import web
 
 from pairbatch.testing._core import Core, rfc3339, route_name
+from pairbatch.testing._gemini_upload import GeminiFile, Uploads, pick, token
 from pairbatch.testing._http import (
     GEMINI,
     OPENAI,
@@ -43,69 +41,13 @@ logger = logging.getLogger("pairbatch.testing")
 BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch"
 OUTPUT_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput"
 MAX_INLINE_BYTES = 20 * 1024 * 1024
-CHUNK_GRANULARITY = 8 * 1024 * 1024
-_ID_ALPHABET = string.ascii_lowercase + string.digits
-
-
-def _token(n: int) -> str:
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(n))
-
-
-def _get(mapping: Any, *names: str) -> Any:
-    """Proto-JSON accepts both lowerCamelCase and snake_case keys."""
-    if not isinstance(mapping, dict):
-        return None
-    for name in names:
-        if name in mapping:
-            return mapping[name]
-    return None
-
-
-@attrs.define(eq=False)
-class GeminiFile:
-    id: str
-    display_name: str
-    mime_type: str
-    created: float  # wall clock
-    blob: Blob
-    source: str  # UPLOADED | GENERATED
-
-    def to_json(self, origin: str) -> dict[str, Any]:
-        created = rfc3339(self.created)
-        body: dict[str, Any] = {
-            "name": f"files/{self.id}",
-            "displayName": self.display_name,
-            "mimeType": self.mime_type,
-            "sizeBytes": str(self.blob.size),
-            "createTime": created,
-            "updateTime": created,
-            "expirationTime": rfc3339(self.created + 48 * 3600),
-            "sha256Hash": "",
-            "uri": f"{origin}/v1beta/files/{self.id}",
-            "state": "ACTIVE",
-            "source": self.source,
-        }
-        if self.source == "GENERATED":
-            body["downloadUri"] = f"{origin}/download/v1beta/files/{self.id}:download?alt=media"
-        return body
-
-
-@attrs.define(eq=False)
-class Upload:
-    display_name: str
-    mime_type: str
-    data: bytearray = attrs.field(factory=bytearray)
-    legs: int = 0  # data legs seen, for the upload fault
-    faulted: bool = False
-    final: dict[str, Any] | None = None  # the file, once finalized (a query still answers)
-    received: int = 0  # bytes received, kept once `data` is handed to the file
 
 
 class GeminiRoutes:
     def __init__(self, core: Core) -> None:
         self.core = core
         self.files: dict[str, GeminiFile] = {}
-        self.uploads: dict[str, Upload] = {}
+        self.uploads = Uploads(core, self.files)
 
     def register(self, app: web.Application) -> None:
         """Every route under both ``/v1beta`` and ``/v1``, as the API serves them.
@@ -143,12 +85,12 @@ class GeminiRoutes:
                 self.cancel,
                 name=name(BATCHES_CANCEL),
             )
-            add("POST", f"/upload{v}/files", self.upload, name=name(UPLOAD_START))
+            add("POST", f"/upload{v}/files", self.uploads.start, name=name(UPLOAD_START))
             # The data legs carry no key; the middleware tells them apart by this name.
             add(
                 "POST",
                 f"/upload{v}/files/session/{{upload_id}}",
-                self.upload_chunk,
+                self.uploads.leg,
                 name=name(UPLOAD_CHUNK),
             )
             # The REST docs use the /download prefix, the SDK does not: serve both.
@@ -170,144 +112,6 @@ class GeminiRoutes:
         twins[route_name(OPENAI, FILES_GET)] = (FILES_GET, self.get_file)
 
     # -- files ---------------------------------------------------------------------------
-
-    async def upload(self, request: web.Request) -> web.StreamResponse:
-        if request.query.get("upload_id"):
-            # Some clients keep the query form of the upload URL; serve it as a data leg.
-            return await self._chunk(request, request.query["upload_id"])
-        protocol = request.headers.get("X-Goog-Upload-Protocol", "").lower()
-        command = request.headers.get("X-Goog-Upload-Command", "").lower()
-        if protocol != "resumable" or command != "start":
-            return error_response(
-                GEMINI,
-                400,
-                "Only the resumable upload protocol is "
-                "supported: send X-Goog-Upload-Protocol: resumable and "
-                "X-Goog-Upload-Command: start.",
-            )
-        meta: Any = None
-        raw = await request.read()
-        if raw:
-            try:
-                meta = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                return error_response(GEMINI, 400, "Invalid JSON payload received.")
-        file_meta = _get(meta, "file") or {}
-        upload_id = _token(24)
-        self.uploads[upload_id] = Upload(
-            display_name=str(_get(file_meta, "displayName", "display_name") or upload_id),
-            mime_type=str(
-                _get(file_meta, "mimeType", "mime_type")
-                or request.headers.get("X-Goog-Upload-Header-Content-Type")
-                or "application/jsonl"
-            ),
-        )
-        version = request.path.split("/")[2]  # /upload/{version}/files
-        url = f"{self.core.origin}/upload/{version}/files/session/{upload_id}"
-        return web.Response(
-            status=200,
-            headers={
-                "x-goog-upload-url": url,
-                "x-goog-upload-status": "active",
-                "x-goog-upload-chunk-granularity": str(CHUNK_GRANULARITY),
-            },
-        )
-
-    async def upload_chunk(self, request: web.Request) -> web.StreamResponse:
-        return await self._chunk(request, request.match_info["upload_id"])
-
-    async def _chunk(self, request: web.Request, upload_id: str) -> web.StreamResponse:
-        """One leg of the resumable protocol: ``upload``, ``upload, finalize`` or ``query``.
-
-        google-genai sends 8 MiB legs with ``X-Goog-Upload-Offset`` and re-sends a leg
-        whose answer has no ``x-goog-upload-status``; a client that lost a connection
-        asks with ``query`` and gets ``x-goog-upload-size-received`` back.
-        """
-        upload = self.uploads.get(upload_id)
-        if upload is None:
-            return error_response(GEMINI, 404, "Upload session not found.")
-        commands = {
-            c.strip() for c in request.headers.get("X-Goog-Upload-Command", "").lower().split(",")
-        }
-        data = await request.read()
-        if "query" in commands:
-            status = "final" if upload.final is not None else "active"
-            headers = {
-                "x-goog-upload-status": status,
-                "x-goog-upload-size-received": str(upload.received or len(upload.data)),
-                "x-goog-upload-chunk-granularity": str(CHUNK_GRANULARITY),
-            }
-            if upload.final is not None:
-                return json_response({"file": upload.final}, headers=headers)
-            return web.Response(status=200, headers=headers)
-        if upload.final is not None:
-            return error_response(
-                GEMINI,
-                400,
-                "The upload is already finalized.",
-                headers={"x-goog-upload-status": "final"},
-            )
-        if not commands & {"upload", "finalize"}:
-            return error_response(
-                GEMINI,
-                400,
-                "X-Goog-Upload-Command must be upload, finalize or query.",
-                headers={"x-goog-upload-status": "active"},
-            )
-        offset_header = request.headers.get("X-Goog-Upload-Offset")
-        if offset_header is None:
-            return error_response(
-                GEMINI,
-                400,
-                "X-Goog-Upload-Offset is required.",
-                headers={"x-goog-upload-status": "active"},
-            )
-        try:
-            offset = int(offset_header)
-        except ValueError:
-            return error_response(GEMINI, 400, "Invalid X-Goog-Upload-Offset.")
-        if offset != len(upload.data):
-            return error_response(
-                GEMINI,
-                400,
-                f"Upload offset {offset} does not match the {len(upload.data)}"
-                " bytes received so far.",
-                headers={"x-goog-upload-status": "active"},
-            )
-        upload.legs += 1
-        faults = self.core.fault_config(GEMINI)
-        if (
-            faults.upload_fail_leg is not None
-            and not upload.faulted
-            and upload.legs == faults.upload_fail_leg
-        ):
-            upload.faulted = True
-            self.core.stats.fault(GEMINI, f"upload_{faults.upload_fail_mode}")
-            if faults.upload_fail_mode == "reset":
-                # Part of the leg arrived before the connection broke.
-                upload.data.extend(data[: len(data) // 2])
-                if request.transport is not None:
-                    request.transport.abort()
-                return web.Response(status=500)
-            # A front end's error page: no upload status, nothing stored.
-            return web.Response(status=503, text="Service Unavailable")
-        if "upload" in commands:
-            upload.data.extend(data)
-        if "finalize" not in commands:
-            return web.Response(status=200, headers={"x-goog-upload-status": "active"})
-        stored = GeminiFile(
-            id=_token(12),
-            display_name=upload.display_name,
-            mime_type=upload.mime_type,
-            created=self.core.wall(self.core.now()),
-            blob=BytesBlob(bytes(upload.data)),
-            source="UPLOADED",
-        )
-        self.files[stored.id] = stored
-        upload.final = stored.to_json(self.core.origin)
-        upload.data = bytearray()  # the bytes live in the file now
-        upload.received = stored.blob.size
-        return json_response({"file": upload.final}, headers={"x-goog-upload-status": "final"})
 
     def _file(self, file_id: str) -> GeminiFile | None:
         stored = self.files.get(file_id)
@@ -346,16 +150,16 @@ class GeminiRoutes:
         except ValueError as exc:
             return error_response(GEMINI, 400, f"Invalid JSON payload received. {exc}")
         model = request.match_info["model"]
-        spec = _get(payload, "batch")
+        spec = pick(payload, "batch")
         if spec is None and isinstance(payload, dict):
             spec = payload
         if not isinstance(spec, dict):
             return error_response(GEMINI, 400, "Invalid JSON payload: 'batch' must be an object.")
-        config = _get(spec, "inputConfig", "input_config")
+        config = pick(spec, "inputConfig", "input_config")
         if not isinstance(config, dict):
             return error_response(GEMINI, 400, "batch.input_config is required.")
-        requests = _get(config, "requests")
-        file_name = _get(config, "fileName", "file_name")
+        requests = pick(config, "requests")
+        file_name = pick(config, "fileName", "file_name")
         if (requests is None) == (file_name is None):
             return error_response(
                 GEMINI,
@@ -364,20 +168,20 @@ class GeminiRoutes:
             )
         items: list[tuple[str, dict[str, Any], Any]] = []
         if requests is not None:
-            inner = _get(requests, "requests")
+            inner = pick(requests, "requests")
             if not isinstance(inner, list) or not inner:
                 return error_response(
                     GEMINI, 400, "batch.input_config.requests.requests must be a non-empty list."
                 )
             for i, entry in enumerate(inner):
-                request_body = _get(entry, "request")
+                request_body = pick(entry, "request")
                 problem = _check_request(
                     request_body, f"batch.input_config.requests.requests[{i}].request"
                 )
                 if problem:
                     return error_response(GEMINI, 400, problem)
-                metadata = _get(entry, "metadata")
-                key = _get(metadata, "key")
+                metadata = pick(entry, "metadata")
+                key = pick(metadata, "key")
                 custom_id = str(key) if key is not None else f"#{i}"
                 items.append((custom_id, request_body, metadata))
             mode = "inline"
@@ -395,11 +199,11 @@ class GeminiRoutes:
             mode = "file"
         info = {
             "model": f"models/{model}",
-            "display_name": str(_get(spec, "displayName", "display_name") or ""),
+            "display_name": str(pick(spec, "displayName", "display_name") or ""),
             "mode": mode,
             "file_name": file_name,
         }
-        batch = self.core.create_batch(GEMINI, _token(36), items, info=info, cancel_delay_share=0.0)
+        batch = self.core.create_batch(GEMINI, token(36), items, info=info, cancel_delay_share=0.0)
         return json_response(self.operation(batch, brief=True))
 
     def _batch_or_404(self, request: web.Request) -> Batch | web.Response:
