@@ -331,3 +331,70 @@ async def test_sync_endpoints_answer_refusals_verbatim() -> None:
         for provider in ("openai", "anthropic", "gemini"):
             assert emu.stats.count(provider, "generate", 400) == 1
             assert emu.stats.batches_created[provider] == 0
+
+
+async def test_unknown_models_refused_on_request() -> None:
+    async with (
+        ProviderEmulator(latency=0.01, unknown_models="refuse") as emu,
+        aiohttp.ClientSession() as s,
+    ):
+        cases = [
+            (
+                f"{emu.base_url('openai')}/chat/completions",
+                {"Authorization": "Bearer k"},
+                {"model": "gpt-9-imaginary", "messages": MSG},
+                {
+                    "error": {
+                        "message": "The model `gpt-9-imaginary` does not exist or you do not have access to it.",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": "model_not_found",
+                    }
+                },
+            ),
+            (
+                f"{emu.base_url('anthropic')}/v1/messages",
+                {"x-api-key": "k", "anthropic-version": "2023-06-01"},
+                an(model="sonnet4"),
+                {
+                    "type": "error",
+                    "error": {"type": "not_found_error", "message": "model: sonnet4"},
+                },
+            ),
+            (
+                f"{emu.base_url('gemini')}/v1/models/gemini-1.0-pro:generateContent",
+                {"x-goog-api-key": "k"},
+                gm(),
+                {
+                    "error": {
+                        "code": 404,
+                        "message": "models/gemini-1.0-pro is not found for API version v1, or is not "
+                        "supported for generateContent. Call ListModels to see the list of available "
+                        "models and their supported methods.",
+                        "status": "NOT_FOUND",
+                    }
+                },
+            ),
+            (
+                f"{emu.base_url('gemini')}/v1beta/models/gemini-1.0-pro:batchGenerateContent",
+                {"x-goog-api-key": "k"},
+                {"batch": {"input_config": {"requests": {"requests": [{"request": gm()}]}}}},
+                None,
+            ),
+        ]
+        for url, headers, body, expected in cases:
+            async with s.post(url, json=body, headers=headers) as r:
+                assert r.status == 404
+                got = await r.json()
+            got.pop("request_id", None)
+            if expected is not None:
+                assert got == expected
+            else:
+                assert got["error"]["status"] == "NOT_FOUND"
+        # Known ids still pass.
+        async with s.post(
+            f"{emu.base_url('openai')}/chat/completions",
+            json={"model": "gpt-4.1-mini", "messages": MSG},
+            headers={"Authorization": "Bearer k"},
+        ) as r:
+            assert r.status == 200

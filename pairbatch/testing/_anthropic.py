@@ -297,7 +297,7 @@ class AnthropicRoutes:
             line["result"] = _errored(request.custom_id)
             return line
         params = request.body
-        refusal = check_anthropic(params)
+        refusal = check_anthropic(params, refuse_unknown=self.core.refuse_unknown_models)
         if refusal is not None:
             line["result"] = {"type": "errored", "error": refusal.body}
             return line

@@ -104,6 +104,8 @@ class Core:
     twins: dict[str, tuple[str, Handler]] = attrs.field(factory=dict)
     origin: str = ""  # http://host:port, known once the server is bound
     server: web.Server | None = None
+    # Answer a model id the rules table does not know with the services' 404.
+    refuse_unknown_models: bool = False
 
     def __attrs_post_init__(self) -> None:
         self.fates = {p: Fates(self.seed, p, self.latency) for p in PROVIDERS}

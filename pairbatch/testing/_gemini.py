@@ -33,7 +33,7 @@ from pairbatch.testing.faults import (
     stable_int,
 )
 from pairbatch.testing.judge import fixed_judge, gemini_prompt
-from pairbatch.testing.rules import check_gemini
+from pairbatch.testing.rules import check_gemini, gemini_model, model_not_found
 from pairbatch.testing.state import Batch, EndKind, Outcome, Phase, Request, View
 
 logger = logging.getLogger("pairbatch.testing")
@@ -149,7 +149,10 @@ class GeminiRoutes:
             payload = await read_json(request)
         except ValueError as exc:
             return error_response(GEMINI, 400, f"Invalid JSON payload received. {exc}")
-        model = request.match_info["model"]
+        model = request.match_info["model"].removeprefix("models/")
+        if self.core.refuse_unknown_models and gemini_model(model) is None:
+            refusal = model_not_found(GEMINI, model, request.path.split("/")[1])
+            return json_response(refusal.body, status=refusal.status)
         spec = pick(payload, "batch")
         if spec is None and isinstance(payload, dict):
             spec = payload

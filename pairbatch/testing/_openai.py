@@ -382,7 +382,9 @@ class OpenAIRoutes:
         body = request.body
         if outcome is Outcome.ERRORED:
             return error_line(line, request, ident), None
-        refusal = check_openai(batch.info["endpoint"], body)
+        refusal = check_openai(
+            batch.info["endpoint"], body, refuse_unknown=self.core.refuse_unknown_models
+        )
         if refusal is not None:
             # A line the API refuses is answered in the error file, as the real batch does.
             line.update(

@@ -117,7 +117,7 @@ class SyncRoutes:
                 param=field,
                 code="missing_required_parameter",
             )
-        refusal = check_openai(endpoint, body)
+        refusal = check_openai(endpoint, body, refuse_unknown=self.core.refuse_unknown_models)
         if refusal is not None:
             return _refused(refusal, OPENAI)
         reasoning, summary = openai_reasoning(body)
@@ -158,7 +158,7 @@ class SyncRoutes:
             return error_response(
                 ANTHROPIC, 400, "max_tokens: Input should be greater than or equal to 1"
             )
-        refusal = check_anthropic(params)
+        refusal = check_anthropic(params, refuse_unknown=self.core.refuse_unknown_models)
         if refusal is not None:
             return _refused(refusal, ANTHROPIC)
         thinking = anthropic_thinking(params)
@@ -191,7 +191,12 @@ class SyncRoutes:
             return error_response(
                 GEMINI, 400, "* GenerateContentRequest.contents: contents is not specified\n"
             )
-        refusal = check_gemini(model, payload)
+        refusal = check_gemini(
+            model,
+            payload,
+            refuse_unknown=self.core.refuse_unknown_models,
+            api_version=request.path.split("/")[1],
+        )
         if refusal is not None:
             return _refused(refusal, GEMINI)
         thinks, show = gemini_thinking(payload)

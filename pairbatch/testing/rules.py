@@ -8,10 +8,12 @@ Each check returns a :class:`Refusal` (HTTP status + the provider's error body) 
 ``None``. The same check runs on a synchronous request (answered with the refusal) and
 on each batch line (the refusal becomes that line's per-request error).
 
-Unknown model ids are accepted with no model rules. The real services answer 404
-(OpenAI ``model_not_found``, Anthropic ``not_found_error``, Gemini ``NOT_FOUND``), but
-tests use placeholder ids and fine-tuned ids (``ft:...``) that no table can list, and
-pairbatch warns about unknown models itself. Only the families below are checked.
+Unknown model ids are accepted with no model rules by default: tests use placeholder
+and fine-tuned ids (``ft:...``) that no table can list, and pairbatch warns about
+unknown models itself. ``refuse_unknown=True`` (``ProviderEmulator(unknown_models=
+"refuse")``) answers as the real services do for an id they do not serve: a 404 with
+OpenAI ``model_not_found``, Anthropic ``not_found_error``, Gemini ``NOT_FOUND`` (see
+:func:`model_not_found`).
 """
 
 from __future__ import annotations
@@ -129,7 +131,37 @@ def _unsupported_parameter(name: str) -> Refusal:
     )
 
 
-def check_openai(endpoint: str, body: Mapping[str, Any]) -> Refusal | None:
+def model_not_found(provider: str, model: str, api_version: str = "v1beta") -> Refusal:
+    """The 404 each service answers for a model id it does not serve."""
+    if provider == "openai":
+        # Verbatim, code model_not_found, param null (shobrook/wut#14, ksred/GitPilotAI#12).
+        return Refusal(
+            404,
+            openai_error_body(
+                404,
+                f"The model `{model}` does not exist or you do not have access to it.",
+                code="model_not_found",
+            ),
+        )
+    if provider == "anthropic":
+        # {"type":"not_found_error","message":"model: sonnet4"} (anthropics/claude-code#5349).
+        return Refusal(404, anthropic_error_body(404, f"model: {model}"))
+    # google/adk-python#200, swuecho/chat#597, verbatim form.
+    name = model if model.startswith("models/") else f"models/{model}"
+    return Refusal(
+        404,
+        google_error_body(
+            404,
+            f"{name} is not found for API version {api_version}, or is not supported for "
+            "generateContent. Call ListModels to see the list of available models and their "
+            "supported methods.",
+        ),
+    )
+
+
+def check_openai(
+    endpoint: str, body: Mapping[str, Any], *, refuse_unknown: bool = False
+) -> Refusal | None:
     """The first rule ``body`` breaks on ``endpoint`` (chat completions or responses)."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -165,7 +197,7 @@ def check_openai(endpoint: str, body: Mapping[str, Any]) -> Refusal | None:
         return _oa("Unrecognized request argument supplied: reasoning", None, "unknown_parameter")
     entry = openai_model(model)
     if entry is None:
-        return None
+        return model_not_found("openai", model) if refuse_unknown else None
     if endpoint == RESPONSES:
         reasoning = body.get("reasoning")
         effort = reasoning.get("effort") if isinstance(reasoning, Mapping) else None
@@ -291,10 +323,12 @@ def _an(message: str) -> Refusal:
     return Refusal(400, anthropic_error_body(400, message))
 
 
-def check_anthropic(params: Mapping[str, Any]) -> Refusal | None:
+def check_anthropic(params: Mapping[str, Any], *, refuse_unknown: bool = False) -> Refusal | None:
     """The first rule a Messages request breaks (shape checks live in the routes)."""
     model = str(params.get("model", ""))
     entry = anthropic_model(model)
+    if entry is None and refuse_unknown:
+        return model_not_found("anthropic", model)
     thinking = params.get("thinking")
     kind = thinking.get("type") if isinstance(thinking, Mapping) else None
     temperature, top_p, top_k = (params.get(n) for n in ("temperature", "top_p", "top_k"))
@@ -429,7 +463,15 @@ def gemini_thinking_config(request: Mapping[str, Any]) -> Mapping[str, Any] | No
     return thinking if isinstance(thinking, Mapping) else None
 
 
-def check_gemini(model: str, request: Mapping[str, Any]) -> Refusal | None:
+def check_gemini(
+    model: str,
+    request: Mapping[str, Any],
+    *,
+    refuse_unknown: bool = False,
+    api_version: str = "v1beta",
+) -> Refusal | None:
+    if refuse_unknown and gemini_model(model) is None:
+        return model_not_found("gemini", model, api_version)
     thinking = gemini_thinking_config(request)
     if thinking is None:
         return None
