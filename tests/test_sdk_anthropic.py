@@ -85,6 +85,12 @@ async def test_batch_with_thinking_and_refused_requests() -> None:
         assert think.type == "succeeded"
         assert [b.type for b in think.message.content] == ["thinking", "text"]
         assert think.message.usage.output_tokens > 10  # thinking is billed as output
+        assert think.message.content[0].type == "thinking" and think.message.content[0].thinking
+        # Opus 4.7 defaults to display "omitted": the block stays, its text is empty.
+        adaptive = results["adaptive"].result
+        assert adaptive.type == "succeeded"
+        block = adaptive.message.content[0]
+        assert block.type == "thinking" and block.thinking == "" and block.signature
         short = results["short"].result
         assert short.type == "succeeded" and short.message.stop_reason == "max_tokens"
         assert short.message.usage.output_tokens == 4

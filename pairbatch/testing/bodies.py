@@ -227,11 +227,13 @@ def anthropic_thinking(params: Mapping[str, Any]) -> bool:
 
 def anthropic_message(params: Mapping[str, Any], answer: Answer, *, ident: str) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
-    if answer.thoughts is not None:
+    if answer.thoughts is not None or (anthropic_thinking(params) and answer.reasoning_tokens):
+        # Omitted display: the block and its signature stay, the text is empty.
         content.append(
-            {"type": "thinking", "thinking": answer.thoughts, "signature": f"sig_{ident}"}
+            {"type": "thinking", "thinking": answer.thoughts or "", "signature": f"sig_{ident}"}
         )
-    content.append({"type": "text", "text": answer.content})
+    if answer.content or not answer.truncated:
+        content.append({"type": "text", "text": answer.content})
     return {
         "id": f"msg_{ident}",
         "type": "message",
@@ -313,8 +315,16 @@ def anthropic_limit(params: Mapping[str, Any]) -> int | None:
 
 
 def anthropic_shows_thoughts(params: Mapping[str, Any]) -> bool:
-    """``display: "omitted"`` keeps the thinking block but empties its text."""
+    """``display: "omitted"`` keeps the thinking block but empties its text.
+
+    The adaptive-only models (Opus 4.7 on) default to omitted: "Opus 4.8/4.7 default to
+    display: omitted ... set display: summarized" (AAswordman/Operit#568, srtab/daiv#1429).
+    """
     thinking = params.get("thinking")
-    return anthropic_thinking(params) and not (
-        isinstance(thinking, Mapping) and thinking.get("display") == "omitted"
-    )
+    if not anthropic_thinking(params) or not isinstance(thinking, Mapping):
+        return False
+    display = thinking.get("display")
+    if display is None:
+        entry = rules.anthropic_model(str(params.get("model", "")))
+        display = "omitted" if entry is not None and entry.no_sampling else "summarized"
+    return display != "omitted"
