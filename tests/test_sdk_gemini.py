@@ -274,3 +274,34 @@ async def test_chunked_upload_resumed_by_query() -> None:
             f"{base}/v1beta/{name}:download", params={"alt": "media", "key": "k"}
         ) as r:
             assert await r.read() == data
+
+
+async def test_inline_body_over_20_mb_refused() -> None:
+    text = "x" * (1024 * 1024)
+    body = {
+        "batch": {
+            "input_config": {
+                "requests": {
+                    "requests": [{"request": {"contents": [content(text)]}} for _ in range(21)]
+                }
+            }
+        }
+    }
+    async with ProviderEmulator(latency=0.02) as emu:
+        c = client(emu)
+        with pytest.raises(errors.ClientError) as caught:
+            await c.aio.batches.create(
+                model="gemini-2.5-flash",
+                src=[{"contents": [content(text)]} for _ in range(21)],
+            )
+        assert caught.value.code == 400 and caught.value.status == "INVALID_ARGUMENT"
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                f"{emu.base_url('gemini')}/v1beta/models/gemini-2.5-flash:batchGenerateContent",
+                json=body,
+                headers={"x-goog-api-key": "k"},
+            ) as r,
+        ):
+            assert r.status == 400
+        assert emu.stats.batches_created["gemini"] == 0
