@@ -201,8 +201,10 @@ def check_openai(
     if endpoint == RESPONSES:
         reasoning = body.get("reasoning")
         effort = reasoning.get("effort") if isinstance(reasoning, Mapping) else None
-        effort_param = "reasoning.effort"
         asked = isinstance(reasoning, Mapping) and bool(reasoning)
+        # A summary alone names its own field in the refusal.
+        only_summary = asked and effort is None and isinstance(reasoning, Mapping)
+        effort_param = "reasoning.summary" if only_summary else "reasoning.effort"
     else:
         effort = body.get("reasoning_effort")
         effort_param = "reasoning_effort"
@@ -395,7 +397,7 @@ def check_anthropic(params: Mapping[str, Any], *, refuse_unknown: bool = False) 
                 f"`top_k` must be unset {mode}. Please consult our documentation at "
                 f"{_THINKING_DOCS}#important-considerations-when-using-extended-thinking"
             )
-        if top_p is not None and not 0.95 <= float(top_p) <= 1:
+        if isinstance(top_p, (int, float)) and not 0.95 <= top_p <= 1:
             # Docs: with thinking, top_p may be set between 0.95 and 1
             # (Kiln-AI/Kiln#1479: "top_p >= 0.95 or unset").
             return _an(
