@@ -53,6 +53,8 @@ async def test_create_retrieve_results() -> None:
             f"p{i}",
             build_prompt(DEFAULT_TEMPLATE, "T", "D", t1, t2),
             thinking={"type": "enabled", "budget_tokens": 1024} if i % 2 else None,
+            # The real API wants max_tokens > budget_tokens.
+            max_tokens=2048 if i % 2 else 64,
         )
         for i, (t1, t2) in enumerate(pairs)
     ]

@@ -92,7 +92,7 @@ async def test_hostile_pairs_through_every_provider() -> None:
                     "custom_id": cid,
                     "params": {
                         "model": "m",
-                        "max_tokens": 9,
+                        "max_tokens": 32,
                         "messages": [{"role": "user", "content": prompt}],
                     },
                 }
@@ -162,7 +162,7 @@ async def test_custom_judge_and_judge_failures() -> None:
                     "custom_id": cid,
                     "params": {
                         "model": "m",
-                        "max_tokens": 9,
+                        "max_tokens": 32,
                         "messages": [{"role": "user", "content": text}],
                     },
                 }

@@ -20,7 +20,13 @@ from pairbatch.testing._http import (
     stream_blob,
 )
 from pairbatch.testing.blobs import BytesBlob, LineRenderer, SyntheticBlob
-from pairbatch.testing.bodies import anthropic_message, anthropic_thinking, make_answer
+from pairbatch.testing.bodies import (
+    anthropic_limit,
+    anthropic_message,
+    anthropic_shows_thoughts,
+    anthropic_thinking,
+    make_answer,
+)
 from pairbatch.testing.faults import (
     BATCHES_CANCEL,
     BATCHES_CREATE,
@@ -31,6 +37,7 @@ from pairbatch.testing.faults import (
     stable_int,
 )
 from pairbatch.testing.judge import anthropic_prompt, fixed_judge
+from pairbatch.testing.rules import check_anthropic
 from pairbatch.testing.state import Batch, Outcome, Phase, Request, View, shuffled
 
 logger = logging.getLogger("pairbatch.testing")
@@ -290,6 +297,10 @@ class AnthropicRoutes:
             line["result"] = _errored(request.custom_id)
             return line
         params = request.body
+        refusal = check_anthropic(params, refuse_unknown=self.core.refuse_unknown_models)
+        if refusal is not None:
+            line["result"] = {"type": "errored", "error": refusal.body}
+            return line
         thinking = anthropic_thinking(params)
         try:
             answer = make_answer(
@@ -297,7 +308,8 @@ class AnthropicRoutes:
                 anthropic_prompt(params),
                 no_tag=outcome is Outcome.NO_TAG,
                 reasoning=thinking,
-                show_thoughts=thinking,
+                show_thoughts=anthropic_shows_thoughts(params),
+                limit=anthropic_limit(params),
             )
         except Exception:
             logger.exception("judge failed on %s", request.custom_id)

@@ -99,8 +99,13 @@ class Core:
     rngs: dict[str, random.Random] = attrs.field(init=False)
     buckets: dict[str, TokenBucket] = attrs.field(factory=dict)
     epoch_offset: float = attrs.field(init=False)
+    # OpenAI route name -> (Gemini endpoint, handler) for the /v1 paths both serve; a
+    # request with Google credentials goes to the Gemini one.
+    twins: dict[str, tuple[str, Handler]] = attrs.field(factory=dict)
     origin: str = ""  # http://host:port, known once the server is bound
     server: web.Server | None = None
+    # Answer a model id the rules table does not know with the services' 404.
+    refuse_unknown_models: bool = False
 
     def __attrs_post_init__(self) -> None:
         self.fates = {p: Fates(self.seed, p, self.latency) for p in PROVIDERS}
@@ -178,11 +183,14 @@ class Core:
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         name = request.match_info.route.name
-        if name and ":" in name:
+        twin = self.twins.get(name) if name else None
+        if twin is not None and _google_credentials(request):
+            provider, (endpoint, handler) = GEMINI, twin
+        elif name and ":" in name:
             provider, endpoint = name.split(":", 1)
             endpoint = endpoint.split("-", 1)[0]
         else:
-            provider, endpoint = _guess_provider(request.path), NOT_FOUND
+            provider, endpoint = _guess_provider(request), NOT_FOUND
         if endpoint == UPLOAD_START and request.query.get("upload_id"):
             endpoint = UPLOAD_CHUNK  # the query form of a resumable upload URL
         connections = len(self.server.connections) if self.server is not None else 0
@@ -425,8 +433,13 @@ class Core:
         return None
 
 
-def _guess_provider(path: str) -> str:
-    if path.startswith(("/v1beta", "/upload/", "/download/")):
+def _google_credentials(request: web.Request) -> bool:
+    return "x-goog-api-key" in request.headers or "key" in request.query
+
+
+def _guess_provider(request: web.Request) -> str:
+    path = request.path
+    if path.startswith(("/v1beta", "/upload/", "/download/")) or _google_credentials(request):
         return GEMINI
     if path.startswith("/v1/messages"):
         return ANTHROPIC

@@ -1,20 +1,25 @@
-"""Gemini batch mode routes (``/v1beta/...``), with the resumable File API upload."""
+"""Gemini batch mode routes (``/v1beta/...`` and ``/v1/...``) and the File API reads."""
 
 from __future__ import annotations
 
 import logging
-import secrets
-import string
 from typing import Any
 
-import attrs
 import orjson
 from aiohttp import web
 
 from pairbatch.testing._core import Core, rfc3339, route_name
-from pairbatch.testing._http import GEMINI, error_response, json_response, read_json, stream_blob
+from pairbatch.testing._gemini_upload import GeminiFile, Uploads, pick, token
+from pairbatch.testing._http import (
+    GEMINI,
+    OPENAI,
+    error_response,
+    json_response,
+    read_json,
+    stream_blob,
+)
 from pairbatch.testing.blobs import Blob, BytesBlob, LineRenderer, SyntheticBlob
-from pairbatch.testing.bodies import gemini_response, gemini_thinking, make_answer
+from pairbatch.testing.bodies import gemini_limit, gemini_response, gemini_thinking, make_answer
 from pairbatch.testing.faults import (
     BATCHES_CANCEL,
     BATCHES_CREATE,
@@ -28,6 +33,7 @@ from pairbatch.testing.faults import (
     stable_int,
 )
 from pairbatch.testing.judge import fixed_judge, gemini_prompt
+from pairbatch.testing.rules import check_gemini, gemini_model, model_not_found
 from pairbatch.testing.state import Batch, EndKind, Outcome, Phase, Request, View
 
 logger = logging.getLogger("pairbatch.testing")
@@ -35,200 +41,77 @@ logger = logging.getLogger("pairbatch.testing")
 BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch"
 OUTPUT_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput"
 MAX_INLINE_BYTES = 20 * 1024 * 1024
-_ID_ALPHABET = string.ascii_lowercase + string.digits
-
-
-def _token(n: int) -> str:
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(n))
-
-
-def _get(mapping: Any, *names: str) -> Any:
-    """Proto-JSON accepts both lowerCamelCase and snake_case keys."""
-    if not isinstance(mapping, dict):
-        return None
-    for name in names:
-        if name in mapping:
-            return mapping[name]
-    return None
-
-
-@attrs.define(eq=False)
-class GeminiFile:
-    id: str
-    display_name: str
-    mime_type: str
-    created: float  # wall clock
-    blob: Blob
-    source: str  # UPLOADED | GENERATED
-
-    def to_json(self, origin: str) -> dict[str, Any]:
-        created = rfc3339(self.created)
-        body: dict[str, Any] = {
-            "name": f"files/{self.id}",
-            "displayName": self.display_name,
-            "mimeType": self.mime_type,
-            "sizeBytes": str(self.blob.size),
-            "createTime": created,
-            "updateTime": created,
-            "expirationTime": rfc3339(self.created + 48 * 3600),
-            "sha256Hash": "",
-            "uri": f"{origin}/v1beta/files/{self.id}",
-            "state": "ACTIVE",
-            "source": self.source,
-        }
-        if self.source == "GENERATED":
-            body["downloadUri"] = f"{origin}/download/v1beta/files/{self.id}:download?alt=media"
-        return body
-
-
-@attrs.define(eq=False)
-class Upload:
-    display_name: str
-    mime_type: str
-    data: bytearray = attrs.field(factory=bytearray)
 
 
 class GeminiRoutes:
     def __init__(self, core: Core) -> None:
         self.core = core
         self.files: dict[str, GeminiFile] = {}
-        self.uploads: dict[str, Upload] = {}
+        self.uploads = Uploads(core, self.files)
 
     def register(self, app: web.Application) -> None:
+        """Every route under both ``/v1beta`` and ``/v1``, as the API serves them.
+
+        Under ``/v1`` three GET paths are also OpenAI's (``/v1/batches``,
+        ``/v1/batches/{id}``, ``/v1/files/{id}``): those are not registered twice but
+        declared as *twins* of the OpenAI routes, and the request layer hands a request
+        with Google credentials (``x-goog-api-key`` or ``?key=``) to the Gemini handler.
+        """
         add = app.router.add_route
-        add(
-            "POST",
-            "/v1beta/models/{model:[^/:]+}:batchGenerateContent",
-            self.create,
-            name=route_name(GEMINI, BATCHES_CREATE),
-        )
-        add("GET", "/v1beta/batches", self.list, name=route_name(GEMINI, BATCHES_LIST))
-        add(
-            "GET",
-            "/v1beta/batches/{batch_id:[^/:]+}",
-            self.get,
-            name=route_name(GEMINI, BATCHES_GET),
-        )
-        add(
-            "DELETE",
-            "/v1beta/batches/{batch_id:[^/:]+}",
-            self.delete,
-            name=route_name(GEMINI, BATCHES_DELETE),
-        )
-        add(
-            "POST",
-            "/v1beta/batches/{batch_id:[^/:]+}:cancel",
-            self.cancel,
-            name=route_name(GEMINI, BATCHES_CANCEL),
-        )
-        add("POST", "/upload/v1beta/files", self.upload, name=route_name(GEMINI, UPLOAD_START))
-        # The data legs carry no key; the middleware tells them apart by this name.
-        add(
-            "POST",
-            "/upload/v1beta/files/session/{upload_id}",
-            self.upload_chunk,
-            name=route_name(GEMINI, UPLOAD_CHUNK),
-        )
-        add(
-            "GET",
-            "/v1beta/files/{file_id:[^/:]+}",
-            self.get_file,
-            name=route_name(GEMINI, FILES_GET),
-        )
-        # The REST docs use the /download prefix, the SDK does not: serve both.
-        for alias, prefix in enumerate(("/download/v1beta", "/v1beta")):
+        counter: dict[str, int] = {}
+
+        def name(endpoint: str) -> str:
+            n = counter.get(endpoint, 0)
+            counter[endpoint] = n + 1
+            return route_name(GEMINI, endpoint, n)
+
+        for version in ("v1beta", "v1"):
+            v = f"/{version}"
             add(
-                "GET",
-                prefix + "/files/{file_id:[^/:]+}:download",
-                self.download,
-                name=route_name(GEMINI, FILES_DOWNLOAD, alias),
+                "POST",
+                v + "/models/{model:[^/:]+}:batchGenerateContent",
+                self.create,
+                name=name(BATCHES_CREATE),
             )
+            add(
+                "DELETE",
+                v + "/batches/{batch_id:[^/:]+}",
+                self.delete,
+                name=name(BATCHES_DELETE),
+            )
+            add(
+                "POST",
+                v + "/batches/{batch_id:[^/:]+}:cancel",
+                self.cancel,
+                name=name(BATCHES_CANCEL),
+            )
+            add("POST", f"/upload{v}/files", self.uploads.start, name=name(UPLOAD_START))
+            # The data legs carry no key; the middleware tells them apart by this name.
+            add(
+                "POST",
+                f"/upload{v}/files/session/{{upload_id}}",
+                self.uploads.leg,
+                name=name(UPLOAD_CHUNK),
+            )
+            # The REST docs use the /download prefix, the SDK does not: serve both.
+            for prefix in (f"/download{v}", v):
+                add(
+                    "GET",
+                    prefix + "/files/{file_id:[^/:]+}:download",
+                    self.download,
+                    name=name(FILES_DOWNLOAD),
+                )
+            if version == "v1":
+                continue
+            add("GET", v + "/batches", self.list, name=name(BATCHES_LIST))
+            add("GET", v + "/batches/{batch_id:[^/:]+}", self.get, name=name(BATCHES_GET))
+            add("GET", v + "/files/{file_id:[^/:]+}", self.get_file, name=name(FILES_GET))
+        twins = self.core.twins
+        twins[route_name(OPENAI, BATCHES_LIST)] = (BATCHES_LIST, self.list)
+        twins[route_name(OPENAI, BATCHES_GET)] = (BATCHES_GET, self.get)
+        twins[route_name(OPENAI, FILES_GET)] = (FILES_GET, self.get_file)
 
     # -- files ---------------------------------------------------------------------------
-
-    async def upload(self, request: web.Request) -> web.StreamResponse:
-        if request.query.get("upload_id"):
-            # Some clients keep the query form of the upload URL; serve it as a data leg.
-            return await self._chunk(request, request.query["upload_id"])
-        protocol = request.headers.get("X-Goog-Upload-Protocol", "").lower()
-        command = request.headers.get("X-Goog-Upload-Command", "").lower()
-        if protocol != "resumable" or command != "start":
-            return error_response(
-                GEMINI,
-                400,
-                "Only the resumable upload protocol is "
-                "supported: send X-Goog-Upload-Protocol: resumable and "
-                "X-Goog-Upload-Command: start.",
-            )
-        meta: Any = None
-        raw = await request.read()
-        if raw:
-            try:
-                meta = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                return error_response(GEMINI, 400, "Invalid JSON payload received.")
-        file_meta = _get(meta, "file") or {}
-        upload_id = _token(24)
-        self.uploads[upload_id] = Upload(
-            display_name=str(_get(file_meta, "displayName", "display_name") or upload_id),
-            mime_type=str(
-                _get(file_meta, "mimeType", "mime_type")
-                or request.headers.get("X-Goog-Upload-Header-Content-Type")
-                or "application/jsonl"
-            ),
-        )
-        url = f"{self.core.origin}/upload/v1beta/files/session/{upload_id}"
-        return web.Response(
-            status=200,
-            headers={
-                "x-goog-upload-url": url,
-                "x-goog-upload-status": "active",
-                "x-goog-upload-chunk-granularity": str(8 * 1024 * 1024),
-            },
-        )
-
-    async def upload_chunk(self, request: web.Request) -> web.StreamResponse:
-        return await self._chunk(request, request.match_info["upload_id"])
-
-    async def _chunk(self, request: web.Request, upload_id: str) -> web.StreamResponse:
-        upload = self.uploads.get(upload_id)
-        if upload is None:
-            return error_response(GEMINI, 404, "Upload session not found or already final.")
-        commands = {
-            c.strip() for c in request.headers.get("X-Goog-Upload-Command", "").lower().split(",")
-        }
-        offset_header = request.headers.get("X-Goog-Upload-Offset")
-        data = await request.read()
-        if offset_header is not None:
-            try:
-                offset = int(offset_header)
-            except ValueError:
-                return error_response(GEMINI, 400, "Invalid X-Goog-Upload-Offset.")
-            if offset != len(upload.data):
-                return error_response(
-                    GEMINI,
-                    400,
-                    f"Upload offset {offset} does not match the {len(upload.data)}"
-                    " bytes received so far.",
-                    headers={"x-goog-upload-status": "active"},
-                )
-        if "upload" in commands:
-            upload.data.extend(data)
-        if "finalize" not in commands:
-            return web.Response(status=200, headers={"x-goog-upload-status": "active"})
-        del self.uploads[upload_id]
-        stored = GeminiFile(
-            id=_token(12),
-            display_name=upload.display_name,
-            mime_type=upload.mime_type,
-            created=self.core.wall(self.core.now()),
-            blob=BytesBlob(bytes(upload.data)),
-            source="UPLOADED",
-        )
-        self.files[stored.id] = stored
-        return json_response(
-            {"file": stored.to_json(self.core.origin)}, headers={"x-goog-upload-status": "final"}
-        )
 
     def _file(self, file_id: str) -> GeminiFile | None:
         stored = self.files.get(file_id)
@@ -266,17 +149,20 @@ class GeminiRoutes:
             payload = await read_json(request)
         except ValueError as exc:
             return error_response(GEMINI, 400, f"Invalid JSON payload received. {exc}")
-        model = request.match_info["model"]
-        spec = _get(payload, "batch")
+        model = request.match_info["model"].removeprefix("models/")
+        if self.core.refuse_unknown_models and gemini_model(model) is None:
+            refusal = model_not_found(GEMINI, model, request.path.split("/")[1])
+            return json_response(refusal.body, status=refusal.status)
+        spec = pick(payload, "batch")
         if spec is None and isinstance(payload, dict):
             spec = payload
         if not isinstance(spec, dict):
             return error_response(GEMINI, 400, "Invalid JSON payload: 'batch' must be an object.")
-        config = _get(spec, "inputConfig", "input_config")
+        config = pick(spec, "inputConfig", "input_config")
         if not isinstance(config, dict):
             return error_response(GEMINI, 400, "batch.input_config is required.")
-        requests = _get(config, "requests")
-        file_name = _get(config, "fileName", "file_name")
+        requests = pick(config, "requests")
+        file_name = pick(config, "fileName", "file_name")
         if (requests is None) == (file_name is None):
             return error_response(
                 GEMINI,
@@ -285,20 +171,20 @@ class GeminiRoutes:
             )
         items: list[tuple[str, dict[str, Any], Any]] = []
         if requests is not None:
-            inner = _get(requests, "requests")
+            inner = pick(requests, "requests")
             if not isinstance(inner, list) or not inner:
                 return error_response(
                     GEMINI, 400, "batch.input_config.requests.requests must be a non-empty list."
                 )
             for i, entry in enumerate(inner):
-                request_body = _get(entry, "request")
+                request_body = pick(entry, "request")
                 problem = _check_request(
                     request_body, f"batch.input_config.requests.requests[{i}].request"
                 )
                 if problem:
                     return error_response(GEMINI, 400, problem)
-                metadata = _get(entry, "metadata")
-                key = _get(metadata, "key")
+                metadata = pick(entry, "metadata")
+                key = pick(metadata, "key")
                 custom_id = str(key) if key is not None else f"#{i}"
                 items.append((custom_id, request_body, metadata))
             mode = "inline"
@@ -316,11 +202,11 @@ class GeminiRoutes:
             mode = "file"
         info = {
             "model": f"models/{model}",
-            "display_name": str(_get(spec, "displayName", "display_name") or ""),
+            "display_name": str(pick(spec, "displayName", "display_name") or ""),
             "mode": mode,
             "file_name": file_name,
         }
-        batch = self.core.create_batch(GEMINI, _token(36), items, info=info, cancel_delay_share=0.0)
+        batch = self.core.create_batch(GEMINI, token(36), items, info=info, cancel_delay_share=0.0)
         return json_response(self.operation(batch, brief=True))
 
     def _batch_or_404(self, request: web.Request) -> Batch | web.Response:
@@ -457,8 +343,12 @@ class GeminiRoutes:
 
     def _entry(self, batch: Batch, request: Request, outcome: Outcome) -> dict[str, Any]:
         entry: dict[str, Any] = {}
+        refusal = check_gemini(str(batch.info["model"]), request.body)
         if outcome is Outcome.ERRORED:
             entry["error"] = _error(request.custom_id)
+        elif refusal is not None:
+            # A request the model refuses errors alone; the rest of the batch goes on.
+            entry["error"] = refusal.body["error"]
         else:
             thinks, show = gemini_thinking(request.body)
             try:
@@ -468,6 +358,7 @@ class GeminiRoutes:
                     no_tag=outcome is Outcome.NO_TAG,
                     reasoning=thinks,
                     show_thoughts=show,
+                    limit=gemini_limit(request.body),
                 )
                 ident = f"{stable_int(batch.id, request.index):016x}"
                 entry["response"] = gemini_response(

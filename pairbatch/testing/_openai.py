@@ -7,16 +7,27 @@ import logging
 import secrets
 from typing import Any
 
-import attrs
 import orjson
 from aiohttp import BodyPartReader, web
 
 from pairbatch.testing._core import Core, route_name
 from pairbatch.testing._http import OPENAI, error_response, json_response, read_json, stream_blob
+from pairbatch.testing._openai_input import (
+    KNOWN_ENDPOINTS,
+    PARSE_IN_THREAD,
+    SUPPORTED_ENDPOINTS,
+    StoredFile,
+    add_usage,
+    check_metadata,
+    error_line,
+    parse_input,
+    zero_usage,
+)
 from pairbatch.testing.blobs import Blob, BytesBlob, LineRenderer, SyntheticBlob
 from pairbatch.testing.bodies import (
     chat_completion,
     make_answer,
+    openai_limit,
     openai_reasoning,
     response_object,
 )
@@ -32,126 +43,10 @@ from pairbatch.testing.faults import (
     stable_int,
 )
 from pairbatch.testing.judge import fixed_judge, openai_prompt
+from pairbatch.testing.rules import check_openai
 from pairbatch.testing.state import Batch, EndKind, Outcome, Phase, Request, View, shuffled
 
 logger = logging.getLogger("pairbatch.testing")
-
-MAX_REQUESTS = 50_000
-MAX_INPUT_BYTES = 200 * 1024 * 1024
-SUPPORTED_ENDPOINTS = ("/v1/chat/completions", "/v1/responses")
-KNOWN_ENDPOINTS = (
-    *SUPPORTED_ENDPOINTS,
-    "/v1/embeddings",
-    "/v1/completions",
-    "/v1/moderations",
-)
-_PARSE_IN_THREAD = 1 << 20  # bigger inputs are parsed off the event loop
-
-
-@attrs.define(eq=False)
-class StoredFile:
-    id: str
-    filename: str
-    purpose: str
-    created_at: int
-    blob: Blob
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "file",
-            "bytes": self.blob.size,
-            "created_at": self.created_at,
-            "expires_at": self.created_at + 30 * 86400,
-            "filename": self.filename,
-            "purpose": self.purpose,
-            "status": "processed",
-            "status_details": None,
-        }
-
-
-def _parse_input(
-    data: bytes, endpoint: str
-) -> tuple[list[tuple[str, dict[str, Any]]], list[dict[str, Any]], str | None]:
-    """Check an input file the way the Batch API does after create: ``(items, errors, model)``."""
-    errors: list[dict[str, Any]] = []
-
-    def fail(code: str, message: str, line: int | None, param: str | None = None) -> None:
-        if len(errors) < 100:
-            errors.append({"code": code, "message": message, "param": param, "line": line})
-
-    if len(data) > MAX_INPUT_BYTES:
-        fail(
-            "file_too_large",
-            f"The input file is larger than the {MAX_INPUT_BYTES} byte limit.",
-            None,
-        )
-        return [], errors, None
-    items: list[tuple[str, dict[str, Any]]] = []
-    seen: set[str] = set()
-    model: str | None = None
-    lines = [line for line in data.splitlines() if line.strip()]
-    if not lines:
-        fail("empty_file", "The input file is empty.", None)
-    if len(lines) > MAX_REQUESTS:
-        fail(
-            "too_many_requests",
-            f"The input file has {len(lines)} requests; a batch may have at most {MAX_REQUESTS}.",
-            None,
-        )
-        return [], errors, None
-    for number, raw in enumerate(lines, start=1):
-        try:
-            line = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            fail("invalid_json_line", "This line is not parseable as valid JSON.", number)
-            continue
-        if not isinstance(line, dict):
-            fail("invalid_json_line", "Each line must be a JSON object.", number)
-            continue
-        custom_id = line.get("custom_id")
-        if not isinstance(custom_id, str) or not custom_id:
-            fail(
-                "missing_required_parameter",
-                "Missing required parameter: 'custom_id'.",
-                number,
-                "custom_id",
-            )
-            continue
-        if line.get("method") != "POST":
-            fail(
-                "invalid_value",
-                f"Invalid value for 'method': {line.get('method')!r}; only 'POST' is supported.",
-                number,
-                "method",
-            )
-        if line.get("url") != endpoint:
-            fail(
-                "mismatched_endpoint",
-                f"The URL provided for this request ({line.get('url')!r})"
-                f" does not match the batch endpoint ({endpoint!r}).",
-                number,
-                "url",
-            )
-        body = line.get("body")
-        if not isinstance(body, dict):
-            fail(
-                "missing_required_parameter", "Missing required parameter: 'body'.", number, "body"
-            )
-            continue
-        if custom_id in seen:
-            fail(
-                "duplicate_custom_id",
-                f"The custom_id {custom_id!r} is used more than once in "
-                "this file; custom_id must be unique within a batch.",
-                number,
-                "custom_id",
-            )
-        seen.add(custom_id)
-        if model is None and isinstance(body.get("model"), str):
-            model = body["model"]
-        items.append((custom_id, body))
-    return items, errors, model
 
 
 class OpenAIRoutes:
@@ -162,22 +57,30 @@ class OpenAIRoutes:
     def register(self, app: web.Application) -> None:
         add = app.router.add_route
         add("POST", "/v1/files", self.create_file, name=route_name(OPENAI, FILES_CREATE))
-        add("GET", "/v1/files/{file_id}", self.get_file, name=route_name(OPENAI, FILES_GET))
+        add("GET", "/v1/files/{file_id:[^/:]+}", self.get_file, name=route_name(OPENAI, FILES_GET))
         add(
-            "DELETE", "/v1/files/{file_id}", self.delete_file, name=route_name(OPENAI, FILES_DELETE)
+            "DELETE",
+            "/v1/files/{file_id:[^/:]+}",
+            self.delete_file,
+            name=route_name(OPENAI, FILES_DELETE),
         )
         add(
             "GET",
-            "/v1/files/{file_id}/content",
+            "/v1/files/{file_id:[^/:]+}/content",
             self.file_content,
             name=route_name(OPENAI, FILES_CONTENT),
         )
         add("POST", "/v1/batches", self.create_batch, name=route_name(OPENAI, BATCHES_CREATE))
         add("GET", "/v1/batches", self.list_batches, name=route_name(OPENAI, BATCHES_LIST))
-        add("GET", "/v1/batches/{batch_id}", self.get_batch, name=route_name(OPENAI, BATCHES_GET))
+        add(
+            "GET",
+            "/v1/batches/{batch_id:[^/:]+}",
+            self.get_batch,
+            name=route_name(OPENAI, BATCHES_GET),
+        )
         add(
             "POST",
-            "/v1/batches/{batch_id}/cancel",
+            "/v1/batches/{batch_id:[^/:]+}/cancel",
             self.cancel_batch,
             name=route_name(OPENAI, BATCHES_CANCEL),
         )
@@ -285,7 +188,7 @@ class OpenAIRoutes:
                 code="invalid_value",
             )
         metadata = payload.get("metadata")
-        problem = _check_metadata(metadata)
+        problem = check_metadata(metadata)
         if problem:
             return error_response(OPENAI, 400, problem, param="metadata")
         stored = self.files.get(payload["input_file_id"])
@@ -298,10 +201,10 @@ class OpenAIRoutes:
                 param="input_file_id",
             )
         data = stored.blob.data
-        if len(data) > _PARSE_IN_THREAD:
-            items, errors, model = await asyncio.to_thread(_parse_input, data, endpoint)
+        if len(data) > PARSE_IN_THREAD:
+            items, errors, model = await asyncio.to_thread(parse_input, data, endpoint)
         else:
-            items, errors, model = _parse_input(data, endpoint)
+            items, errors, model = parse_input(data, endpoint)
         batch_id = "batch_" + secrets.token_hex(16)
         info: dict[str, Any] = {
             "endpoint": endpoint,
@@ -430,7 +333,7 @@ class OpenAIRoutes:
             "cancelled_at": at(view.ended_at) if end is EndKind.CANCELLED else None,
             "request_counts": counts,
             "metadata": batch.info.get("metadata"),
-            "usage": batch.info.get("usage", _zero_usage()),
+            "usage": batch.info.get("usage", zero_usage()),
         }
 
     def _render(self, batch: Batch, view: View) -> None:
@@ -443,14 +346,14 @@ class OpenAIRoutes:
         created = int(self.core.wall(view.ended_at or batch.created))
         ok_lines: list[bytes] = []
         error_lines: list[bytes] = []
-        usage = _zero_usage()
+        usage = zero_usage()
         for request, outcome in zip(batch.requests, view.outcomes, strict=True):
             if outcome is None:
                 continue
             line, body = self._line(batch, request, outcome, created)
             (ok_lines if body is not None else error_lines).append(orjson.dumps(line))
             if body is not None:
-                _add_usage(usage, body.get("usage", {}))
+                add_usage(usage, body.get("usage", {}))
         batch.info["usage"] = usage
         for role, lines in (("output", ok_lines), ("error", error_lines)):
             if not lines:
@@ -478,7 +381,21 @@ class OpenAIRoutes:
             return line, None
         body = request.body
         if outcome is Outcome.ERRORED:
-            return self._error_line(line, request, ident), None
+            return error_line(line, request, ident), None
+        refusal = check_openai(
+            batch.info["endpoint"], body, refuse_unknown=self.core.refuse_unknown_models
+        )
+        if refusal is not None:
+            # A line the API refuses is answered in the error file, as the real batch does.
+            line.update(
+                response={
+                    "status_code": refusal.status,
+                    "request_id": f"req_{ident}",
+                    "body": refusal.body,
+                },
+                error=None,
+            )
+            return line, None
         reasoning, summary = openai_reasoning(body)
         try:
             answer = make_answer(
@@ -487,10 +404,11 @@ class OpenAIRoutes:
                 no_tag=outcome is Outcome.NO_TAG,
                 reasoning=reasoning,
                 show_thoughts=summary,
+                limit=openai_limit(body),
             )
         except Exception:
             logger.exception("judge failed on %s", request.custom_id)
-            return self._error_line(line, request, ident, server=True), None
+            return error_line(line, request, ident, server=True), None
         if batch.info["endpoint"] == "/v1/responses":
             response = response_object(
                 body, answer, ident=ident, created=created, reasoning=reasoning
@@ -502,54 +420,6 @@ class OpenAIRoutes:
             error=None,
         )
         return line, response
-
-    @staticmethod
-    def _error_line(
-        line: dict[str, Any], request: Request, ident: str, *, server: bool = False
-    ) -> dict[str, Any]:
-        # Both shapes of the error file: an API answer with a non-2xx status, and a
-        # request that never got one. Which one is a pure function of the custom id.
-        if server or stable_int("shape", request.custom_id) % 2 == 0:
-            status, error = (
-                (
-                    500,
-                    {
-                        "message": "The server had an error while processing your request.",
-                        "type": "server_error",
-                        "param": None,
-                        "code": None,
-                    },
-                )
-                if server
-                else (
-                    400,
-                    {
-                        "message": "This model's maximum context length is 128000 tokens. However, "
-                        "your messages resulted in 131072 tokens. Please reduce the length of the "
-                        "messages.",
-                        "type": "invalid_request_error",
-                        "param": "messages",
-                        "code": "context_length_exceeded",
-                    },
-                )
-            )
-            line.update(
-                response={
-                    "status_code": status,
-                    "request_id": f"req_{ident}",
-                    "body": {"error": error},
-                },
-                error=None,
-            )
-        else:
-            line.update(
-                response=None,
-                error={
-                    "code": "request_timeout",
-                    "message": "The request timed out before it could be completed.",
-                },
-            )
-        return line
 
     # -- synthetic -----------------------------------------------------------------------
 
@@ -589,7 +459,7 @@ class OpenAIRoutes:
         stored = self._add_file(f"batch_{batch.id}_output.jsonl", "batch_output", blob)
         batch.info["output_file_id"] = stored.id
         batch.blobs["output"] = blob
-        batch.info["usage"] = _zero_usage()
+        batch.info["usage"] = zero_usage()
 
 
 def _status(view: View) -> str:
@@ -602,44 +472,3 @@ def _status(view: View) -> str:
         Phase.CANCELLING: "cancelling",
         Phase.ENDED: "completed",
     }[view.phase]
-
-
-def _check_metadata(metadata: Any) -> str | None:
-    if metadata is None:
-        return None
-    if not isinstance(metadata, dict):
-        return "Invalid type for 'metadata': expected an object."
-    if len(metadata) > 16:
-        return "Invalid 'metadata': at most 16 key-value pairs are allowed."
-    for key, value in metadata.items():
-        if len(key) > 64:
-            return f"Invalid 'metadata': key {key[:20]!r}... is longer than 64 characters."
-        if not isinstance(value, str) or len(value) > 512:
-            return f"Invalid 'metadata.{key}': values must be strings of at most 512 characters."
-    return None
-
-
-def _zero_usage() -> dict[str, Any]:
-    return {
-        "input_tokens": 0,
-        "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": 0,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": 0,
-    }
-
-
-def _add_usage(total: dict[str, Any], usage: dict[str, Any]) -> None:
-    prompt = usage.get("prompt_tokens", usage.get("input_tokens", 0))
-    completion = usage.get("completion_tokens", usage.get("output_tokens", 0))
-    cached = (usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}).get(
-        "cached_tokens", 0
-    )
-    reasoning = (
-        usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
-    ).get("reasoning_tokens", 0)
-    total["input_tokens"] += prompt
-    total["output_tokens"] += completion
-    total["total_tokens"] += prompt + completion
-    total["input_tokens_details"]["cached_tokens"] += cached
-    total["output_tokens_details"]["reasoning_tokens"] += reasoning

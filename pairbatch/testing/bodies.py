@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from pairbatch.testing import rules
 from pairbatch.testing.judge import (
     NO_TAG_ANSWER,
     Judge,
@@ -27,22 +28,52 @@ class Answer:
     prompt_tokens: int
     output_tokens: int  # visible answer only
     reasoning_tokens: int
+    truncated: bool = False  # the output limit was hit (stop reason "length")
+
+    def capped(self, limit: int) -> Answer:
+        """The answer cut at ``limit`` output tokens, reasoning counted first, as the
+        services count it: a limit spent on thinking leaves no visible text."""
+        limit = max(0, limit)
+        if self.output_tokens + self.reasoning_tokens <= limit:
+            return self
+        reasoning = min(self.reasoning_tokens, limit)
+        visible = limit - reasoning
+        # tokens() is len // 4 + 1, so (visible - 1) * 4 + 3 characters fit in `visible`.
+        content = self.content[: (visible - 1) * 4 + 3] if visible > 0 else ""
+        thoughts = self.thoughts
+        if thoughts is not None and reasoning < self.reasoning_tokens:
+            thoughts = thoughts[: max(0, (reasoning - 1) * 4 + 3)]
+        return attrs.evolve(
+            self,
+            content=content,
+            thoughts=thoughts,
+            output_tokens=visible,
+            reasoning_tokens=reasoning,
+            truncated=True,
+        )
 
 
 def make_answer(
-    judge: Judge, prompt: str | None, *, no_tag: bool, reasoning: bool, show_thoughts: bool
+    judge: Judge,
+    prompt: str | None,
+    *,
+    no_tag: bool,
+    reasoning: bool,
+    show_thoughts: bool,
+    limit: int | None = None,
 ) -> Answer:
     """Run the judge (which may raise: callers turn that into an errored request)."""
     text = prompt or ""
     content = NO_TAG_ANSWER if no_tag else judge(text)
     thought = reasoning_text(text) if (reasoning or show_thoughts) else None
-    return Answer(
+    answer = Answer(
         content=content,
         thoughts=thought if show_thoughts else None,
         prompt_tokens=tokens(text),
         output_tokens=tokens(content),
         reasoning_tokens=tokens(thought) if thought is not None else 0,
     )
+    return answer if limit is None else answer.capped(limit)
 
 
 def _get(mapping: Mapping[str, Any], *names: str) -> Any:
@@ -57,14 +88,33 @@ def _get(mapping: Mapping[str, Any], *names: str) -> Any:
 
 
 def openai_reasoning(body: Mapping[str, Any]) -> tuple[bool, bool]:
-    """``(reasoning active, summary requested)`` for a chat or responses body."""
+    """``(reasoning active, summary requested)`` for a chat or responses body.
+
+    A reasoning model reasons at its default effort when none is given; a model the
+    rules know is not a reasoning model never does.
+    """
+    entry = rules.openai_model(str(body.get("model", "")))
     reasoning = body.get("reasoning")
     if isinstance(reasoning, Mapping):
         effort = reasoning.get("effort")
         summary = reasoning.get("summary") is not None
-        return (effort not in (None, "none")) or summary, summary
-    effort = body.get("reasoning_effort")
-    return effort not in (None, "none"), False
+    else:
+        effort, summary = body.get("reasoning_effort"), False
+    if entry is not None:
+        if not entry.efforts:
+            return False, False
+        effective = effort if effort is not None else entry.default_effort
+        return effective != "none", summary and effective != "none"
+    return (effort not in (None, "none")) or summary, summary
+
+
+def openai_limit(body: Mapping[str, Any]) -> int | None:
+    """The output cap of a chat or responses body (reasoning tokens count against it)."""
+    for name in ("max_output_tokens", "max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
 
 
 def chat_completion(
@@ -86,7 +136,7 @@ def chat_completion(
                     "annotations": [],
                 },
                 "logprobs": None,
-                "finish_reason": "stop",
+                "finish_reason": "length" if answer.truncated else "stop",
             }
         ],
         "usage": {
@@ -104,7 +154,8 @@ def chat_completion(
                 "rejected_prediction_tokens": 0,
             },
         },
-        "service_tier": "batch",
+        # ChatCompletion.service_tier has no "batch" (auto|default|flex|scale|priority|fast).
+        "service_tier": "default",
         "system_fingerprint": "fp_emulator",
     }
 
@@ -120,23 +171,32 @@ def response_object(
             else []
         )
         output.append({"id": f"rs_{ident}", "type": "reasoning", "summary": summary})
-    output.append(
-        {
-            "id": f"msg_{ident}",
-            "type": "message",
-            "status": "completed",
-            "role": "assistant",
-            "content": [{"type": "output_text", "text": answer.content, "annotations": []}],
-        }
-    )
+    if answer.content or not answer.truncated:
+        # A limit spent on reasoning leaves no message item at all.
+        output.append(
+            {
+                "id": f"msg_{ident}",
+                "type": "message",
+                "status": "incomplete" if answer.truncated else "completed",
+                "role": "assistant",
+                "content": [
+                    {
+                        "type": "output_text",
+                        "text": answer.content,
+                        "annotations": [],
+                    }
+                ],
+            }
+        )
     completion = answer.output_tokens + answer.reasoning_tokens
     return {
         "id": f"resp_{ident}",
         "object": "response",
         "created_at": created,
-        "status": "completed",
+        "status": "incomplete" if answer.truncated else "completed",
         "error": None,
-        "incomplete_details": None,
+        "incomplete_details": {"reason": "max_output_tokens"} if answer.truncated else None,
+        "max_output_tokens": body.get("max_output_tokens"),
         "model": str(body.get("model", "gpt-5-mini")),
         "output": output,
         "parallel_tool_calls": True,
@@ -145,7 +205,11 @@ def response_object(
         "tools": [],
         "usage": {
             "input_tokens": answer.prompt_tokens,
-            "input_tokens_details": {"cached_tokens": cached_tokens(answer.prompt_tokens)},
+            # openai-python ResponseUsage requires cache_write_tokens beside cached_tokens.
+            "input_tokens_details": {
+                "cached_tokens": cached_tokens(answer.prompt_tokens),
+                "cache_write_tokens": 0,
+            },
             "output_tokens": completion,
             "output_tokens_details": {"reasoning_tokens": answer.reasoning_tokens},
             "total_tokens": answer.prompt_tokens + completion,
@@ -163,18 +227,20 @@ def anthropic_thinking(params: Mapping[str, Any]) -> bool:
 
 def anthropic_message(params: Mapping[str, Any], answer: Answer, *, ident: str) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
-    if answer.thoughts is not None:
+    if answer.thoughts is not None or (anthropic_thinking(params) and answer.reasoning_tokens):
+        # Omitted display: the block and its signature stay, the text is empty.
         content.append(
-            {"type": "thinking", "thinking": answer.thoughts, "signature": f"sig_{ident}"}
+            {"type": "thinking", "thinking": answer.thoughts or "", "signature": f"sig_{ident}"}
         )
-    content.append({"type": "text", "text": answer.content})
+    if answer.content or not answer.truncated:
+        content.append({"type": "text", "text": answer.content})
     return {
         "id": f"msg_{ident}",
         "type": "message",
         "role": "assistant",
         "model": str(params.get("model", "claude-sonnet-4-5")),
         "content": content,
-        "stop_reason": "end_turn",
+        "stop_reason": "max_tokens" if answer.truncated else "end_turn",
         "stop_sequence": None,
         "usage": {
             "input_tokens": answer.prompt_tokens,
@@ -222,7 +288,7 @@ def gemini_response(model: str, answer: Answer, *, ident: str) -> dict[str, Any]
         "candidates": [
             {
                 "content": {"parts": parts, "role": "model"},
-                "finishReason": "STOP",
+                "finishReason": "MAX_TOKENS" if answer.truncated else "STOP",
                 "index": 0,
             }
         ],
@@ -230,3 +296,35 @@ def gemini_response(model: str, answer: Answer, *, ident: str) -> dict[str, Any]
         "modelVersion": model,
         "responseId": ident,
     }
+
+
+def gemini_limit(request: Mapping[str, Any]) -> int | None:
+    """``generationConfig.maxOutputTokens``: thoughts count against it on 2.5 and 3."""
+    config = _get(request, "generationConfig", "generation_config")
+    value = (
+        _get(config, "maxOutputTokens", "max_output_tokens")
+        if isinstance(config, Mapping)
+        else None
+    )
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def anthropic_limit(params: Mapping[str, Any]) -> int | None:
+    value = params.get("max_tokens")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def anthropic_shows_thoughts(params: Mapping[str, Any]) -> bool:
+    """``display: "omitted"`` keeps the thinking block but empties its text.
+
+    The adaptive-only models (Opus 4.7 on) default to omitted: "Opus 4.8/4.7 default to
+    display: omitted ... set display: summarized" (AAswordman/Operit#568, srtab/daiv#1429).
+    """
+    thinking = params.get("thinking")
+    if not anthropic_thinking(params) or not isinstance(thinking, Mapping):
+        return False
+    display = thinking.get("display")
+    if display is None:
+        entry = rules.anthropic_model(str(params.get("model", "")))
+        display = "omitted" if entry is not None and entry.no_sampling else "summarized"
+    return display != "omitted"

@@ -18,6 +18,7 @@ from pairbatch.testing._core import Core, build_app
 from pairbatch.testing._gemini import GeminiRoutes
 from pairbatch.testing._http import ANTHROPIC, GEMINI, OPENAI, PROVIDERS
 from pairbatch.testing._openai import OpenAIRoutes
+from pairbatch.testing._sync import SyncRoutes
 from pairbatch.testing.blobs import SyntheticBlob, synthetic_custom_id
 from pairbatch.testing.faults import FaultConfig
 from pairbatch.testing.judge import Judge, default_judge
@@ -72,7 +73,9 @@ class ProviderEmulator:
     ``(lo, hi)`` range drawn per batch from the seed. ``clock`` (seconds, monotonic) drives
     batch states; inject one to step time in tests. ``faults`` maps provider names to
     :class:`FaultConfig`. ``api_key``, when given, is the only key accepted; otherwise
-    any non-empty key is.
+    any non-empty key is. ``unknown_models="refuse"`` answers a model id the rules table
+    (:mod:`pairbatch.testing.rules`) does not know with the services' 404; the default
+    accepts it with no model rules.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class ProviderEmulator:
         host: str = "127.0.0.1",
         port: int = 0,
         api_key: str | None = None,
+        unknown_models: str = "accept",
     ) -> None:
         if isinstance(latency, tuple):
             lo, hi = latency
@@ -93,6 +97,8 @@ class ProviderEmulator:
                 raise ValueError(f"latency range must satisfy 0 <= lo <= hi, got {latency!r}")
         elif latency < 0:
             raise ValueError(f"latency must be >= 0, got {latency!r}")
+        if unknown_models not in ("accept", "refuse"):
+            raise ValueError(f"unknown_models must be 'accept' or 'refuse', got {unknown_models!r}")
         fault_map = {_provider_name(k): v for k, v in (faults or {}).items()}
         self._host = host
         self._port = port
@@ -104,10 +110,12 @@ class ProviderEmulator:
             faults=fault_map,
             clock=clock or time.monotonic,
             api_key=api_key,
+            refuse_unknown_models=unknown_models == "refuse",
         )
         self._openai = OpenAIRoutes(self._core)
         self._anthropic = AnthropicRoutes(self._core)
         self._gemini = GeminiRoutes(self._core)
+        self._sync = SyncRoutes(self._core)
         self._runner: web.AppRunner | None = None
         self._bound_port: int | None = None
 
@@ -118,7 +126,12 @@ class ProviderEmulator:
             return self
         app = build_app(
             self._core,
-            [self._openai.register, self._anthropic.register, self._gemini.register],
+            [
+                self._openai.register,
+                self._anthropic.register,
+                self._gemini.register,
+                self._sync.register,
+            ],
         )
         # No access log (it costs more than a request here); slow handlers are cancelled
         # when their client goes away, and closing never waits on them for long.

@@ -32,6 +32,7 @@ BATCHES_LIST = "batches.list"
 BATCHES_CANCEL = "batches.cancel"
 BATCHES_DELETE = "batches.delete"
 BATCHES_RESULTS = "batches.results"  # Anthropic results stream
+GENERATE = "generate"  # the synchronous endpoints: chat/responses, messages, generateContent
 NOT_FOUND = "not_found"
 
 ENDPOINTS = frozenset(
@@ -49,6 +50,7 @@ ENDPOINTS = frozenset(
         BATCHES_CANCEL,
         BATCHES_DELETE,
         BATCHES_RESULTS,
+        GENERATE,
     }
 )
 DOWNLOAD_ENDPOINTS = frozenset({FILES_CONTENT, FILES_DOWNLOAD, BATCHES_RESULTS})
@@ -118,6 +120,15 @@ class FaultConfig:
 
     request_error_rate: float = attrs.field(default=0.0, validator=_rate)
     no_tag_rate: float = attrs.field(default=0.0, validator=_rate)
+
+    # Gemini resumable upload: the data leg with this 1-based number fails, once per
+    # upload session. "no_status": a 503 without x-goog-upload-status and nothing kept
+    # (google-genai re-sends the leg); "reset": half the leg is kept and the connection
+    # dropped (a client asks with `X-Goog-Upload-Command: query` where to resume).
+    upload_fail_leg: int | None = attrs.field(default=None)
+    upload_fail_mode: str = attrs.field(
+        default="no_status", validator=attrs.validators.in_(("no_status", "reset"))
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.rate_limit is not None and self.rate_limit <= 0:
