@@ -92,20 +92,82 @@ def _read_table(path: Path) -> pl.DataFrame:
     raise InputError(f"pairs file {path} must end in .csv, .tsv or .parquet")
 
 
+def escape_id(value: str) -> str:
+    """One ID as it appears inside a key: ``\\`` and ``:`` escaped with a backslash."""
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def pair_key(first: str, second: str) -> str:
+    """The ordered key of two IDs, ``first:second`` with each ID escaped.
+
+    Escaping makes the key injective: the first unescaped ``:`` is the separator, so
+    ``("x:y", "z")`` gives ``x\\:y:z`` and ``("x", "y:z")`` gives ``x:y\\:z``. IDs without
+    ``:`` or ``\\`` keep the old ``ID1:ID2`` form, so old and new runs still join for them.
+    """
+    return f"{escape_id(first)}:{escape_id(second)}"
+
+
+def unordered_pair_key(first: str, second: str) -> str:
+    """The key of the unordered pair: the two IDs sorted by code point, then :func:`pair_key`."""
+    lo, hi = (first, second) if first <= second else (second, first)
+    return pair_key(lo, hi)
+
+
+def split_pair_key(key: str) -> tuple[str, str]:
+    """Invert :func:`pair_key`; raises :class:`InputError` for a string that is not a key."""
+    parts: list[str] = []
+    current: list[str] = []
+    chars = iter(key)
+    for char in chars:
+        if char == "\\":
+            current.append(next(chars, ""))
+        elif char == ":":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    if len(parts) != 2 or pair_key(parts[0], parts[1]) != key:
+        raise InputError(f"not a pair key: {key!r}")
+    return parts[0], parts[1]
+
+
+def _escaped(column: str | pl.Expr) -> pl.Expr:
+    expr = pl.col(column) if isinstance(column, str) else column
+    # An all-null ID column arrives typed Null; the string functions need Utf8.
+    return expr.cast(pl.Utf8).str.replace_all("\\", "\\\\", literal=True).str.replace_all(
+        ":", "\\:", literal=True
+    )
+
+
+def ordered_key_expr(first: str | pl.Expr = "ID1", second: str | pl.Expr = "ID2") -> pl.Expr:
+    """:func:`pair_key` as a Polars expression over two ID columns."""
+    return pl.concat_str([_escaped(first), _escaped(second)], separator=":")
+
+
+def unordered_key_expr(first: str | pl.Expr = "ID1", second: str | pl.Expr = "ID2") -> pl.Expr:
+    """:func:`unordered_pair_key` as a Polars expression (code-point order, locale-free)."""
+    one = pl.col(first) if isinstance(first, str) else first
+    two = pl.col(second) if isinstance(second, str) else second
+    return ordered_key_expr(pl.min_horizontal(one, two), pl.max_horizontal(one, two))
+
+
 def with_pair_keys(pairs: pl.DataFrame) -> pl.DataFrame:
     """Add ``A_id, B_id, ordered_key, unordered_key, pair_uid`` (reference §4.1).
 
-    ``unordered_key`` sorts the two IDs by code point (locale-free, so it is the same on
-    every machine); ``pair_uid`` is the given one when present and non-empty, else
+    Keys use the escaped, injective form of :func:`pair_key` (the reference's plain
+    ``ID1:ID2`` join lets ``x:y``+``z`` and ``x``+``y:z`` collide). ``unordered_key`` sorts
+    the two IDs by code point (locale-free, so it is the same on every machine);
+    ``pair_uid`` is the given one when present and non-empty, else
     ``<unordered_key>#<occurrence>`` numbered in row order over the whole input.
+    Stored keys of older runs may be in the colliding form: analysis code recomputes
+    keys from ``ID1``/``ID2`` with these functions instead of trusting stored ones.
     """
-    lo = pl.min_horizontal("ID1", "ID2")
-    hi = pl.max_horizontal("ID1", "ID2")
     frame = pairs.with_columns(
         pl.col("ID1").alias("A_id"),
         pl.col("ID2").alias("B_id"),
-        pl.concat_str(["ID1", "ID2"], separator=":").alias("ordered_key"),
-        pl.concat_str([lo, hi], separator=":").alias("unordered_key"),
+        ordered_key_expr().alias("ordered_key"),
+        unordered_key_expr().alias("unordered_key"),
     )
     occurrence = pl.int_range(1, pl.len() + 1).over("unordered_key").cast(pl.Utf8)
     computed = pl.concat_str([pl.col("unordered_key"), occurrence], separator="#")
