@@ -135,8 +135,10 @@ def split_pair_key(key: str) -> tuple[str, str]:
 def _escaped(column: str | pl.Expr) -> pl.Expr:
     expr = pl.col(column) if isinstance(column, str) else column
     # An all-null ID column arrives typed Null; the string functions need Utf8.
-    return expr.cast(pl.Utf8).str.replace_all("\\", "\\\\", literal=True).str.replace_all(
-        ":", "\\:", literal=True
+    return (
+        expr.cast(pl.Utf8)
+        .str.replace_all("\\", "\\\\", literal=True)
+        .str.replace_all(":", "\\:", literal=True)
     )
 
 
@@ -267,14 +269,48 @@ def read_segment_pairs(path: str | os.PathLike[str]) -> pl.DataFrame:
     return pl.read_parquet(target)
 
 
-def make_pairs(samples: pl.DataFrame) -> pl.DataFrame:
-    """Every unordered pair of a ``ID, text`` table, in input order (reference ``make_pairs``)."""
+def check_samples(samples: pl.DataFrame, source: str = "samples") -> pl.DataFrame:
+    """Validate an ``ID, text`` table: both columns, no missing values, no duplicate IDs.
+
+    Returns the two columns as strings; errors name the 1-based row.
+    """
     missing = [c for c in ("ID", "text") if c not in samples.columns]
     if missing:
-        raise InputError("samples must have columns 'ID' and 'text'")
-    if samples.height < 2:
-        raise InputError("At least two samples are required to create pairs.")
+        raise InputError(f"{source} must have columns 'ID' and 'text'")
     frame = samples.select(pl.col("ID").cast(pl.Utf8), pl.col("text").cast(pl.Utf8))
+    for column in ("ID", "text"):
+        nulls = frame.get_column(column).is_null()
+        if nulls.any():
+            row = int(nulls.arg_max() or 0) + 1
+            raise InputError(f"{source}: column {column!r} is missing a value at row {row}")
+    dup = frame.get_column("ID").is_duplicated()
+    if dup.any():
+        rows = [i + 1 for i in dup.arg_true().to_list()]
+        value = frame.get_column("ID")[rows[0] - 1]
+        raise InputError(
+            f"{source}: duplicate ID {value!r} at rows {', '.join(map(str, rows[:5]))}"
+        )
+    return frame
+
+
+def check_no_self_pairs(pairs: pl.DataFrame, source: str = "pairs") -> None:
+    """Raise naming the first row whose ``ID1`` equals its ``ID2``."""
+    same = pairs.get_column("ID1") == pairs.get_column("ID2")
+    if same.any():
+        row = int(same.arg_max() or 0) + 1
+        raise InputError(
+            f"{source}: row {row} pairs ID {pairs.get_column('ID1')[row - 1]!r} with itself"
+        )
+
+
+def make_pairs(samples: pl.DataFrame) -> pl.DataFrame:
+    """Every unordered pair of a ``ID, text`` table, in input order (reference ``make_pairs``).
+
+    Unlike the reference, duplicate IDs are an error (they would make self-pairs).
+    """
+    frame = check_samples(samples)
+    if frame.height < 2:
+        raise InputError("At least two samples are required to create pairs.")
     indexed = frame.with_row_index("i")
     left = indexed.rename({"ID": "ID1", "text": "text1", "i": "i1"})
     right = indexed.rename({"ID": "ID2", "text": "text2", "i": "i2"})
