@@ -194,6 +194,8 @@ def position_bias(
 
     cons = results if isinstance(results, ReverseConsistency) else None
     cons = cons or reverse_consistency(results, reverse)  # type: ignore[arg-type]
+    if cons.details.height == 0:
+        raise InputError("position_bias needs pairs judged in both orders; none were found")
     groups = [c for c in GROUP_COLUMNS if c in cons.rows.columns]
     rng = np.random.default_rng(seed)
     inconsistent = pl.col("is_consistent").not_()
@@ -217,8 +219,6 @@ def position_bias(
         ):
             row.update(_binom(name, int(sub["pos1"].sum()), sub.height))
         summaries.append(row)
-    if not summaries:
-        raise InputError("position_bias needs pairs judged in both orders; none were found")
     return PositionBias(summary=pl.DataFrame(summaries), details=details)
 
 

@@ -1,0 +1,149 @@
+"""Consistency, position bias and combined verdicts, on hand-made and simulated data."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from pairbatch.analysis import combine_orders, position_bias, reverse_consistency
+from pairbatch.design import apply_order, balanced_pairs
+from pairbatch.errors import InputError
+from pairbatch.testing.judge import LatentJudge
+
+HOSTILE = ["a:b", "a", "b:c", "x_vs_y", 'q"uote', "com,ma", "ünï:cødé", "back\\slash"]
+
+
+def verdicts(rows: list[tuple[str, str, str]], **extra: list[str]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "ID1": [r[0] for r in rows],
+            "ID2": [r[1] for r in rows],
+            "better_id": [r[2] for r in rows],
+            **extra,
+        }
+    )
+
+
+def test_consistency_from_two_frames_with_duplicates_and_ties() -> None:
+    main = verdicts(
+        [
+            ("a:b", "c", "a:b"),
+            ("a", "b:c", "b:c"),  # colliding under the old 'a:b:c' keys
+            ("x_vs_y", "q", "q"),
+            ("x_vs_y", "q", "x_vs_y"),  # a tie in the main order
+            ("u", "v", "u"),
+            ("u", "v", "u"),
+            ("u", "v", "v"),  # majority u
+        ]
+    )
+    rev = verdicts([("c", "a:b", "a:b"), ("b:c", "a", "a"), ("q", "x_vs_y", "q"), ("v", "u", "u")])
+    out = reverse_consistency(main, rev)
+    assert out.summary.row(0, named=True) == {
+        "n_pairs": 3,
+        "n_consistent": 2,
+        "prop_consistent": pytest.approx(2 / 3),
+        "n_undecided": 1,
+    }
+    by_key = {r["ID1_main"]: r for r in out.details.iter_rows(named=True)}
+    assert by_key["a:b"]["is_consistent"] is True
+    assert by_key["a"]["is_consistent"] is False
+    assert by_key["x_vs_y"]["is_consistent"] is None
+    assert by_key["u"]["n_main"] == 3
+
+
+def test_single_frame_with_hostile_ids_and_stale_keys() -> None:
+    rows = []
+    for i, a in enumerate(HOSTILE):
+        b = HOSTILE[(i + 1) % len(HOSTILE)]
+        rows += [(a, b, a), (b, a, a if i % 2 else b)]
+    frame = verdicts(rows).with_columns(
+        # An old run's keys: plain joins that collide; they must be ignored.
+        pl.concat_str(["ID1", "ID2"], separator=":").alias("unordered_key")
+    )
+    out = reverse_consistency(frame)
+    assert out.summary["n_pairs"].item() == len(HOSTILE)
+    assert out.summary["n_consistent"].item() == len(HOSTILE) // 2
+    assert sorted(out.details["ID1_main"].to_list()) == sorted(HOSTILE)
+
+
+def test_order_role_column_and_groups() -> None:
+    frame = verdicts(
+        [("a", "b", "a"), ("b", "a", "a"), ("a", "b", "a"), ("b", "a", "b")],
+        order_role=["main", "reverse", "main", "reverse"],
+        backend=["openai", "openai", "gemini", "gemini"],
+        model=["m1", "m1", "m2", "m2"],
+    )
+    out = reverse_consistency(frame)
+    assert out.summary.select("backend", "n_consistent").rows() == [("gemini", 0), ("openai", 1)]
+    bias = position_bias(out, n_boot=50)
+    gem = bias.summary.filter(pl.col("backend") == "gemini").row(0, named=True)
+    assert gem["n_inconsistent_pos1"] == 1
+    assert gem["p_sample1_overall"] == 1.0
+
+
+def test_bad_inputs_are_one_line_errors() -> None:
+    with pytest.raises(InputError, match="better_id"):
+        reverse_consistency(pl.DataFrame({"ID1": ["a"], "ID2": ["b"]}))
+    with pytest.raises(InputError, match="neither ID1 nor ID2"):
+        reverse_consistency(verdicts([("a", "b", "c")]))
+    with pytest.raises(InputError, match="both orders"):
+        position_bias(verdicts([("a", "b", "a")]))
+
+
+def test_combine_orders_rules() -> None:
+    frame = verdicts(
+        [
+            ("a", "b", "a"),
+            ("b", "a", "a"),  # consistent
+            ("c", "d", "c"),
+            ("d", "c", "d"),  # order-dependent
+            ("e", "f", "f"),  # one order only
+            ("g", "h", "g"),
+            ("g", "h", "h"),  # a tie in its only order
+        ]
+    )
+    cons = combine_orders(frame)
+    assert cons.select("ID1", "ID2", "better_id", "verdict").rows() == [
+        ("a", "b", "a", "decided"),
+        ("c", "d", None, "inconsistent"),
+        ("e", "f", "f", "decided"),
+        ("g", "h", None, "tie"),
+    ]
+    assert combine_orders(frame, rule="tie")["verdict"].to_list()[1] == "tie"
+    major = combine_orders(frame, rule="majority")
+    assert major["verdict"].to_list() == ["decided", "tie", "decided", "tie"]
+    assert major["n_judgements"].to_list() == [2, 2, 1, 2]
+    with pytest.raises(InputError, match="rule"):
+        combine_orders(frame, rule="vote")  # type: ignore[arg-type]
+
+
+def simulate(n: int, k: int, bias: float, seed: int) -> tuple[pl.DataFrame, dict[str, float]]:
+    import random
+
+    rng = random.Random(seed)
+    samples = pl.DataFrame(
+        {"ID": [f"t{i}" for i in range(n)], "text": [f"essay {i}" for i in range(n)]}
+    )
+    quality = {f"essay {i}": rng.gauss(0, 1.5) for i in range(n)}
+    judge = LatentJudge(quality, position_bias=bias, seed=seed)
+    pairs = apply_order(balanced_pairs(samples, k, seed=seed), "both", seed=seed)
+    return judge.judge_pairs(pairs), {f"t{i}": quality[f"essay {i}"] for i in range(n)}
+
+
+def test_planted_position_bias_is_detected() -> None:
+    results, _ = simulate(60, 10, 0.6, seed=1)
+    bias = position_bias(results, n_boot=200).summary.row(0, named=True)
+    assert bias["binom_p_overall"] < 0.01
+    assert bias["p_sample1_overall"] > 0.55
+    assert bias["n_inconsistent_pos1"] > 2 * bias["n_inconsistent_pos2"]
+    assert bias["boot_lwr"] <= bias["prop_consistent"] <= bias["boot_upr"]
+
+
+def test_no_planted_bias_gives_a_near_nominal_false_positive_rate() -> None:
+    hits = 0
+    runs = 100
+    for seed in range(runs):
+        results, _ = simulate(20, 4, 0.0, seed=seed)
+        summary = position_bias(results, n_boot=20, seed=seed).summary
+        hits += summary["binom_p_overall"].item() < 0.05
+    assert hits <= 0.12 * runs
