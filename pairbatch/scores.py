@@ -26,11 +26,12 @@ import attrs
 import polars as pl
 
 from pairbatch.analysis import require_extra
+from pairbatch.elo import EloFit, elo
 from pairbatch.errors import InputError
 
 log = logging.getLogger("pairbatch.scores")
 
-__all__ = ["BTFit", "PositionEffect", "bradley_terry"]
+__all__ = ["BTFit", "EloFit", "PositionEffect", "bradley_terry", "elo"]
 
 
 @attrs.frozen
