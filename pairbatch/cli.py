@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 import polars as pl
 
+from pairbatch.cli_study import add_study_commands, run_study_command
 from pairbatch.errors import PairbatchError
 from pairbatch.models import JobStatus
 from pairbatch.prompts import DEFAULT_TEMPLATE, trait_description, validate_template
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=8765)
     emulator.add_argument("--latency", type=float, default=1.0)
+    add_study_commands(sub)
     return parser
 
 
@@ -276,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_demo(args))
         if args.command == "emulator":
             return asyncio.run(_emulator(args))
+        if (code := run_study_command(args)) is not None:
+            return code
     except KeyboardInterrupt:
         print(
             "interrupted; the registry is consistent, run `pairbatch resume` to go on",

@@ -230,8 +230,9 @@ def apply_order(pairs: pl.DataFrame, order: Order = "as_given", *, seed: int = 0
     :func:`randomize_pair_order`, ``"both"`` returns every pair twice: the given order
     (``order_role = "main"``) and, after all of them, the swapped copy (``"reverse"``),
     both carrying the same ``pair_uid`` (the given one, else ``unordered_key#occurrence``).
-    ``repeat`` numbers repeated pairs (1 for a pair's first occurrence). Self-pairs are
-    an error naming the row.
+    ``repeat`` numbers repeated pairs (1 for a pair's first occurrence) and
+    ``order_design`` records ``order``, so summaries know whether the position-1 rate
+    means anything. Self-pairs are an error naming the row.
     """
     if order not in ("as_given", "random", "both"):
         raise InputError(f"order must be 'as_given', 'random' or 'both', got {order!r}")
@@ -250,6 +251,7 @@ def apply_order(pairs: pl.DataFrame, order: Order = "as_given", *, seed: int = 0
         raise InputError("pairs: column 'pair_uid' has duplicate values")
     if order == "random":
         table = randomize_pair_order(table, seed=seed)
+    table = table.with_columns(pl.lit(order).alias("order_design"))
     main = table.with_columns(pl.lit("main").alias("order_role"))
     if order != "both":
         return main
