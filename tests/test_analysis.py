@@ -147,3 +147,44 @@ def test_no_planted_bias_gives_a_near_nominal_false_positive_rate() -> None:
         summary = position_bias(results, n_boot=20, seed=seed).summary
         hits += summary["binom_p_overall"].item() < 0.05
     assert hits <= 0.12 * runs
+
+
+def prompt(text1: str, text2: str) -> str:
+    from pairbatch.prompts import DEFAULT_TEMPLATE, build_prompt
+
+    return build_prompt(DEFAULT_TEMPLATE, "Quality", "How good", text1, text2)
+
+
+def test_latent_judge_is_deterministic_and_matches_its_probability() -> None:
+    texts = [f"text {i}" for i in range(400)]
+    quality = {t: 0.0 for t in texts} | {"strong": 1.0, "weak": 0.0}
+    judge = LatentJudge(quality, noise=0.5, position_bias=0.3, seed=9)
+    p = judge.probability("strong", "weak")
+    assert p == pytest.approx(1 / (1 + 2.718281828459045 ** -(2.0 + 0.3)))
+    one = prompt("strong", "weak")
+    assert judge(one) == judge(one) == judge.answer(one)
+    salted = {judge.answer(one, salt=str(i)) for i in range(50)}
+    assert len(salted) == 2
+    # Distinct prompts (the texts differ only in padding the judge ignores via qualities).
+    wins = 0
+    for i in range(0, 400, 2):
+        wins += judge(prompt(texts[i], texts[i + 1])) == "<BETTER_SAMPLE>SAMPLE_1</BETTER_SAMPLE>"
+    expected = judge.probability(texts[0], texts[1]) * 200
+    assert abs(wins - expected) < 3 * (200 * 0.25) ** 0.5
+    lapsing = LatentJudge(quality, noise=0.01, lapse=1.0)
+    assert lapsing.probability("strong", "weak") == 0.5
+    other_seed = LatentJudge(quality, seed=10)
+    answers = [prompt(texts[i], texts[i + 1]) for i in range(0, 80, 2)]
+    assert [judge(a) for a in answers] != [other_seed(a) for a in answers]
+
+
+def test_latent_judge_errors() -> None:
+    judge = LatentJudge({"a": 0.0, "b": 1.0})
+    with pytest.raises(InputError, match="no quality"):
+        judge(prompt("a", "zzz"))
+    with pytest.raises(InputError, match="default template"):
+        judge("which is better, a or b?")
+    with pytest.raises(InputError, match="noise"):
+        LatentJudge({}, noise=0)
+    with pytest.raises(InputError, match="lapse"):
+        LatentJudge({}, lapse=1.5)
