@@ -24,6 +24,7 @@ class NewtonState:
     iterations: int
     converged: bool
     weights: Any  # n p (1 - p) per ordered pair at the optimum
+    pattern: Pattern
 
 
 def _eta(data: Any, theta: Any, delta: float | None) -> Any:
@@ -40,14 +41,47 @@ def _objective(
     return loglik - 0.5 * penalty
 
 
-def _information(data: Any, weights: Any, k: int, precision: float) -> Any:
+@attrs.frozen
+class Pattern:
+    """The sparsity pattern of the information matrix, built once per fit.
+
+    Ordered pairs (a, b) and (b, a) share one edge of the comparison graph; each
+    Newton step only refills the CSR values, so no COO-to-CSR sort runs per iteration.
+    """
+
+    k: int
+    edge: Any  # edge index of each ordered pair
+    lo: Any
+    hi: Any
+    order: Any  # permutation from (edge values, mirrored values, diagonal) into CSR rows
+    indices: Any
+    indptr: Any
+
+    @classmethod
+    def build(cls, data: Any) -> Pattern:
+        k = len(data.ids)
+        lo, hi = np.minimum(data.first, data.second), np.maximum(data.first, data.second)
+        keys, edge = np.unique(lo * k + hi, return_inverse=True)
+        lo, hi = keys // k, keys % k
+        diag = np.arange(k)
+        rows = np.concatenate([lo, hi, diag])
+        cols = np.concatenate([hi, lo, diag])
+        # CSR needs entries grouped by row only; matvecs do not need sorted columns.
+        order = np.argsort(rows, kind="stable")
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=k))])
+        return cls(k, edge, lo, hi, order, cols[order].astype(np.int32), indptr)
+
+    def edge_weights(self, weights: Any) -> Any:
+        return np.bincount(self.edge, weights, self.lo.size)
+
+
+def _information(pattern: Pattern, weights: Any, precision: float) -> Any:
     """The theta-block of the information: a weighted Laplacian (+ prior precision)."""
-    a, b = data.first, data.second
-    rows = np.concatenate([a, b, a, b])
-    cols = np.concatenate([b, a, a, b])
-    vals = np.concatenate([-weights, -weights, weights, weights])
-    lap = sparse.coo_matrix((vals, (rows, cols)), shape=(k, k)).tocsr()
-    return lap + precision * sparse.identity(k, format="csr")
+    k = pattern.k
+    w = pattern.edge_weights(weights)
+    degree = np.bincount(pattern.lo, w, k) + np.bincount(pattern.hi, w, k) + precision
+    values = np.concatenate([-w, -w, degree])[pattern.order]
+    return sparse.csr_matrix((values, pattern.indices, pattern.indptr), shape=(k, k))
 
 
 def _coupling(data: Any, weights: Any, k: int) -> Any:
@@ -91,6 +125,7 @@ def fit_newton(
     dense: bool,
 ) -> NewtonState:
     k = len(data.ids)
+    pattern = Pattern.build(data)
     theta = np.zeros(k)
     delta = 0.0 if with_delta else None
     current = _objective(data, theta, delta, precision, delta_precision)
@@ -102,7 +137,7 @@ def fit_newton(
         weights = data.n * p * (1.0 - p)
         grad: Any = np.bincount(data.first, resid, k) - np.bincount(data.second, resid, k)
         grad = grad - precision * theta
-        info = _information(data, weights, k, precision)
+        info = _information(pattern, weights, precision)
         total = float(weights.sum()) + delta_precision
         matrix = _full_matrix(info, _coupling(data, weights, k), total, with_delta)
         d_grad = float(resid.sum()) - delta_precision * (delta or 0.0)
@@ -122,7 +157,8 @@ def fit_newton(
             break
     eta = _eta(data, theta, delta)
     p = 1.0 / (1.0 + np.exp(-eta))
-    return NewtonState(theta, delta, current, iterations, converged, data.n * p * (1 - p))
+    weights = data.n * p * (1 - p)
+    return NewtonState(theta, delta, current, iterations, converged, weights, pattern)
 
 
 def standard_errors(
@@ -137,7 +173,7 @@ def standard_errors(
     without one) and the SE of delta (nan without it)."""
     k = len(data.ids)
     with_delta = state.delta is not None
-    info = _information(data, state.weights, k, precision)
+    info = _information(state.pattern, state.weights, precision)
     coupling = _coupling(data, state.weights, k)
     total = float(state.weights.sum()) + delta_precision
     ref = None if reference is None else data.ids.index(reference)
