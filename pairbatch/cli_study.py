@@ -7,6 +7,8 @@ to :func:`run_study_command`; errors surface as ``PairbatchError`` (one line, ex
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,11 @@ def _scores(args: argparse.Namespace) -> int:
     data = load_runs(args.runs)
     if data.combined is None:
         raise InputError("the run(s) hold no results yet; run `pairbatch resume` first")
-    table = scores_by_group(data.combined, position_effect=args.position_effect)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = scores_by_group(data.combined, position_effect=args.position_effect)
+    for warning in caught:  # one line each, not Python's two-line warning format
+        print(f"pairbatch: warning: {warning.message}", file=sys.stderr)
     with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=40, tbl_hide_dataframe_shape=True):
         print(table)
     if out is not None:

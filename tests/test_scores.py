@@ -180,6 +180,24 @@ def test_conjugate_gradient_path_and_approximate_ses_agree_with_dense() -> None:
     assert np.allclose(a["se"].to_numpy(), b["se"].to_numpy(), rtol=0.05)
     assert exact.position_effect is not None and approx.position_effect is not None
     assert approx.position_effect.se == pytest.approx(exact.position_effect.se, rel=1e-4)
+    ref_exact = bradley_terry(results, reference="t0").scores.sort("id")
+    ref_approx = bradley_terry(results, reference="t0", dense_limit=10).scores.sort("id")
+    assert np.allclose(ref_exact["se"].to_numpy(), ref_approx["se"].to_numpy(), rtol=0.05)
+
+
+def test_missing_extra_is_one_clear_error() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['scipy'] = None\n"
+        "import polars as pl\n"
+        "from pairbatch.scores import bradley_terry\n"
+        "bradley_terry(pl.DataFrame({'ID1': ['a'], 'ID2': ['b'], 'better_id': ['a']}))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert run.returncode == 1
+    assert "PairbatchError: this needs scipy: pip install 'pairbatch[analysis]'" in run.stderr
 
 
 def test_elo_ranks_and_reliability() -> None:
