@@ -169,7 +169,7 @@ def reverse_consistency(
     else:
         summary = details.select(summary_aggs)
     if details.height == 0:
-        log.warning("no pair was judged in both orders")
+        log.info("no pair was judged in both orders")
     return ReverseConsistency(summary=summary, details=details, rows=rows)
 
 

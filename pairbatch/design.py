@@ -247,7 +247,8 @@ def apply_order(pairs: pl.DataFrame, order: Order = "as_given", *, seed: int = 0
     else:
         uid = computed
     table = table.with_columns(uid.alias("pair_uid"), repeat.alias("repeat"))
-    if table.get_column("pair_uid").is_duplicated().any():
+    if order == "both" and table.get_column("pair_uid").is_duplicated().any():
+        # pair_uid is what links a pair's two copies; a repeated one would link four.
         raise InputError("pairs: column 'pair_uid' has duplicate values")
     if order == "random":
         table = randomize_pair_order(table, seed=seed)

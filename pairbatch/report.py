@@ -25,7 +25,7 @@ import polars as pl
 from pairbatch.analysis import GROUP_COLUMNS, require_extra, reverse_consistency
 from pairbatch.errors import InputError
 from pairbatch.registry import REGISTRY_NAME, read_registry
-from pairbatch.summary import summarize
+from pairbatch.summary import order_notes, summarize
 
 log = logging.getLogger("pairbatch.report")
 
@@ -138,7 +138,10 @@ def position_rates(combined: pl.DataFrame) -> pl.DataFrame:
             | {"rate": row["pos1_wins"] / row["n"], "lower": ci.low, "upper": ci.high}
             | {"p_value": float(test.pvalue)}
         )
-    return pl.DataFrame(rows).sort(groups) if groups else pl.DataFrame(rows)
+    out = pl.DataFrame(rows)
+    if groups == list(GROUP_COLUMNS):  # say where the rate cannot be read as bias
+        out = out.join(order_notes(combined, groups), on=groups, how="left")
+    return out.sort(groups) if groups else out
 
 
 def _png(fig: Any) -> str:
@@ -173,7 +176,8 @@ def _rates_plot(rates: pl.DataFrame) -> str:
     fig = Figure(figsize=(7, max(2.0, 0.5 * rates.height + 1)))
     ax = fig.subplots()
     labels = [
-        " / ".join(str(r.get(c)) for c in GROUP_COLUMNS if c in r)
+        " / ".join(str(r[c]) for c in GROUP_COLUMNS if c in r)
+        + (f"\n({r['pos1_note']})" if r.get("pos1_note") else "")
         for r in rates.iter_rows(named=True)
     ]
     y = list(range(rates.height))
@@ -225,7 +229,14 @@ def build_report(data: RunData, *, position_effect: bool = False) -> str:
         scores = scores_by_group(combined, position_effect=position_effect)
     for warning in caught:
         parts.append(f"<p><b>Warning:</b> {html.escape(str(warning.message))}</p>")
-    parts += ["<h2>Scores (Bradley–Terry)</h2>", _scores_plot(scores), _table(scores)]
+    parts.append("<h2>Scores (Bradley–Terry)</h2>")
+    groups = [c for c in GROUP_COLUMNS if c in scores.columns]
+    for key, part in (
+        scores.partition_by(groups, as_dict=True) if groups else {(): scores}
+    ).items():
+        if key:
+            parts.append(f"<h3>{html.escape(' / '.join(map(str, key)))}</h3>")
+        parts += [_scores_plot(part), _table(part.drop(groups))]
     rates = position_rates(combined)
     parts += ["<h2>Position-1 win rate</h2>", _rates_plot(rates), _table(rates)]
     consistency = reverse_consistency(combined)

@@ -11,10 +11,10 @@ NOTE_OK = {
     "random": "order randomised",
     "both": "both orders judged",
 }
-NOTE_NOT_RANDOMISED = "order not randomised: position-1 rate confounded with the pairs"
+NOTE_NOT_RANDOMISED = "order not randomised"  # the rate then mixes bias with pair order
 
 
-def _order_note(combined: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+def order_notes(combined: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     """Per group, why the position-1 rate can (or cannot) be read as position bias.
 
     ``order_design`` (written by :func:`pairbatch.design.apply_order`) says how the
@@ -57,7 +57,7 @@ def summarize(
             (pl.col("winner_pos") == 1).mean().alias("pos1_win_rate"),
             *tokens,
         )
-        rates = rates.join(_order_note(combined, keys), on=keys, how="left")
+        rates = rates.join(order_notes(combined, keys), on=keys, how="left")
         usable = pl.col("pos1_note") != NOTE_NOT_RANDOMISED
         frames.append(
             rates.with_columns(pl.when(usable).then(pl.col("pos1_win_rate")).alias("pos1_win_rate"))
