@@ -188,3 +188,38 @@ def test_latent_judge_errors() -> None:
         LatentJudge({}, noise=0)
     with pytest.raises(InputError, match="lapse"):
         LatentJudge({}, lapse=1.5)
+
+
+def test_old_and_new_runs_join_on_recomputed_keys() -> None:
+    # An old run stored plain-join keys: ("x:y", "z") and ("x", "y:z") both became "x:y:z".
+    old = verdicts([("x:y", "z", "z"), ("x", "y:z", "x")]).with_columns(
+        pl.lit("x:y:z").alias("unordered_key"),
+        pl.lit("x:y:z").alias("ordered_key"),
+        pl.Series("pair_uid", ["x:y:z#1", "x:y:z#2"]),
+    )
+    new = verdicts([("z", "x:y", "z"), ("y:z", "x", "y:z")]).with_columns(
+        pl.Series("unordered_key", ["x\\:y:z", "x:y\\:z"]),
+        pl.Series("pair_uid", ["x\\:y:z#1", "x:y\\:z#1"]),
+    )
+    out = reverse_consistency(old, new)
+    assert out.summary.row(0) == (2, 1, 0.5, 0)
+    combined = combine_orders(pl.concat([old, new], how="diagonal_relaxed"))
+    assert combined.select("ID1", "ID2", "verdict").sort("ID1").rows() == [
+        ("x", "y:z", "inconsistent"),
+        ("x:y", "z", "decided"),
+    ]
+
+
+def test_apply_order_both_needs_unique_pair_uids() -> None:
+    pairs = pl.DataFrame(
+        {
+            "ID1": ["a", "c"],
+            "text1": ["x", "y"],
+            "ID2": ["b", "d"],
+            "text2": ["y", "z"],
+            "pair_uid": ["p", "p"],
+        }
+    )
+    assert apply_order(pairs, "as_given").height == 2
+    with pytest.raises(InputError, match="pair_uid"):
+        apply_order(pairs, "both")
