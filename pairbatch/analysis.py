@@ -187,7 +187,12 @@ def position_bias(
     binomial tests (``scipy.stats.binomtest``) that SAMPLE_1 wins half of the judgements
     in the main order, the reverse order and overall (each judgement counts; the
     reference counts one per pair). Inconsistent pairs are split by the position that
-    won both times. Needs ``pairbatch[analysis]``.
+    won both times, and ``mcnemar_p`` tests that split against 50:50.
+
+    Which test to read: with both orders judged, a pair's two position-1 outcomes are
+    negatively correlated, so ``binom_p_overall`` is conservative (fewer false alarms
+    than nominal, less power); ``mcnemar_p`` is exact for that design. ``binom_p_main``
+    is exact when the main order was randomised. Needs ``pairbatch[analysis]``.
     """
     require_extra()
     import numpy as np
@@ -209,8 +214,11 @@ def position_bias(
         row: dict[str, Any] = dict(zip(groups, key, strict=True))
         flags = part.get_column("is_consistent").drop_nulls().cast(pl.Float64).to_numpy()
         row.update(_bootstrap(flags, n_boot, conf_level, rng))
-        row["n_inconsistent_pos1"] = int(part["is_pos1_bias"].sum())
-        row["n_inconsistent_pos2"] = int(part["is_pos2_bias"].sum())
+        row["n_inconsistent_pos1"] = pos1 = int(part["is_pos1_bias"].sum())
+        row["n_inconsistent_pos2"] = pos2 = int(part["is_pos2_bias"].sum())
+        # Exact McNemar test: without a position effect an order-dependent pair is as
+        # likely to favour position 1 as position 2, whatever the two texts' qualities.
+        row["mcnemar_p"] = _binom_p(pos1, pos1 + pos2)
         judged = rows_by.get(key, cons.rows.clear())
         for name, sub in (
             ("main", judged.filter(pl.col("direction") == "main")),
@@ -246,15 +254,18 @@ def _bootstrap(flags: Any, n_boot: int, conf_level: float, rng: Any) -> dict[str
     }
 
 
-def _binom(name: str, wins: int, n: int) -> dict[str, float | int | None]:
+def _binom_p(wins: int, n: int) -> float | None:
+    """Exact two-sided binomial p-value against 1/2 (None without trials)."""
     from scipy.stats import binomtest
 
-    if n == 0:
-        return {f"n_{name}": 0, f"p_sample1_{name}": None, f"binom_p_{name}": None}
+    return float(binomtest(wins, n, 0.5).pvalue) if n else None
+
+
+def _binom(name: str, wins: int, n: int) -> dict[str, float | int | None]:
     return {
         f"n_{name}": n,
-        f"p_sample1_{name}": wins / n,
-        f"binom_p_{name}": float(binomtest(wins, n, 0.5).pvalue),
+        f"p_sample1_{name}": wins / n if n else None,
+        f"binom_p_{name}": _binom_p(wins, n),
     }
 
 
