@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 import polars as pl
 
-from pairbatch.analysis import GROUP_COLUMNS, require_extra, reverse_consistency
+from pairbatch.analysis import GROUP_COLUMNS, position_bias, require_extra, reverse_consistency
 from pairbatch.errors import InputError
 from pairbatch.registry import REGISTRY_NAME, read_registry
 from pairbatch.summary import order_notes, summarize
@@ -243,6 +243,8 @@ def build_report(data: RunData, *, position_effect: bool = False) -> str:
     parts.append("<h2>Consistency across orders</h2>")
     if consistency.details.height:
         parts.append(_table(consistency.summary))
+        bias = position_bias(consistency, n_boot=1000, seed=0).summary
+        parts += ["<h3>Position bias (pairs judged in both orders)</h3>", _table(bias)]
     else:
         parts.append("<p>No pair was judged in both orders.</p>")
     return _page(parts)

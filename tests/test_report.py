@@ -80,7 +80,12 @@ async def test_end_to_end_study_scores_and_report(
     assert main(["report", str(run), "--out", str(html_path)]) == 0
     page = html_path.read_text(encoding="utf-8")
     assert page.count("data:image/png;base64,") == 2
-    assert "Consistency across orders" in page and "http://" not in page and "https://" not in page
+    assert (
+        "Consistency across orders" in page
+        and "mcnemar_p" in page
+        and "http://" not in page
+        and "https://" not in page
+    )
     assert "x_vs_y" in page and "q&quot;t" in page
 
 
