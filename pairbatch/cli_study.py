@@ -7,6 +7,7 @@ to :func:`run_study_command`; errors surface as ``PairbatchError`` (one line, ex
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import warnings
 from pathlib import Path
@@ -16,7 +17,7 @@ import polars as pl
 
 from pairbatch.errors import InputError
 
-STUDY_COMMANDS = ("scores", "report")
+STUDY_COMMANDS = ("scores", "report", "latent-emulator")
 
 
 def add_study_commands(sub: Any) -> None:
@@ -31,6 +32,17 @@ def add_study_commands(sub: Any) -> None:
     report.add_argument("runs", nargs="+", metavar="RUN", help="run folder(s)")
     report.add_argument("--out", default="report.html", help="HTML file (default report.html)")
     report.add_argument("--position-effect", action="store_true")
+    latent = sub.add_parser(
+        "latent-emulator", help="serve the emulator with a LatentJudge (known qualities)"
+    )
+    latent.add_argument("qualities", help="CSV/Parquet with columns text, quality")
+    latent.add_argument("--noise", type=float, default=1.0)
+    latent.add_argument("--position-bias", type=float, default=0.0)
+    latent.add_argument("--lapse", type=float, default=0.0)
+    latent.add_argument("--seed", type=int, default=0)
+    latent.add_argument("--host", default="127.0.0.1")
+    latent.add_argument("--port", type=int, default=8765)
+    latent.add_argument("--latency", type=float, default=1.0)
 
 
 def run_study_command(args: argparse.Namespace) -> int | None:
@@ -43,7 +55,42 @@ def run_study_command(args: argparse.Namespace) -> int | None:
         path = write_report(args.runs, args.out, position_effect=args.position_effect)
         print(f"wrote {path}")
         return 0
+    if args.command == "latent-emulator":
+        return asyncio.run(_latent_emulator(args))
     return None
+
+
+def read_qualities(path: str) -> dict[str, float]:
+    """``text -> quality`` from a CSV/Parquet file with columns ``text`` and ``quality``."""
+    source = Path(path)
+    if not source.is_file():
+        raise InputError(f"qualities file not found: {source}")
+    frame = pl.read_parquet(source) if source.suffix == ".parquet" else pl.read_csv(source)
+    if not {"text", "quality"} <= set(frame.columns):
+        raise InputError(f"{source} must have columns 'text' and 'quality'")
+    if frame["quality"].null_count():
+        raise InputError(f"{source}: column 'quality' has missing values")
+    return dict(zip(frame["text"].cast(pl.Utf8), frame["quality"].cast(pl.Float64), strict=True))
+
+
+async def _latent_emulator(args: argparse.Namespace) -> int:
+    from pairbatch.testing import ProviderEmulator
+    from pairbatch.testing.judge import LatentJudge
+
+    judge = LatentJudge(
+        read_qualities(args.qualities),
+        noise=args.noise,
+        position_bias=args.position_bias,
+        lapse=args.lapse,
+        seed=args.seed,
+    )
+    emulator = ProviderEmulator(host=args.host, port=args.port, latency=args.latency, judge=judge)
+    async with emulator as emu:
+        for name, value in emu.env().items():
+            print(f"export {name}={value}")
+        print("serving; Ctrl-C to stop", flush=True)
+        await asyncio.Event().wait()
+    return 0
 
 
 def _scores(args: argparse.Namespace) -> int:

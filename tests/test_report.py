@@ -116,3 +116,16 @@ def test_cli_bad_input_is_one_line_exit_2(
     (tmp_path / "jobs_registry.csv").write_text("x\n", encoding="utf-8")
     assert main(["scores", str(tmp_path), "--out", str(tmp_path / "t.xlsx")]) == 2
     assert "--out must end in" in capsys.readouterr().err
+
+
+def test_latent_emulator_qualities_file(tmp_path: Path) -> None:
+    from pairbatch.cli_study import read_qualities
+    from pairbatch.errors import InputError
+
+    path = tmp_path / "q.csv"
+    pl.DataFrame({"text": ["a, b", "c"], "quality": [1.5, -2]}).write_csv(path)
+    assert read_qualities(str(path)) == {"a, b": 1.5, "c": -2.0}
+    pl.DataFrame({"text": ["a"]}).write_csv(path)
+    with pytest.raises(InputError, match="'quality'"):
+        read_qualities(str(path))
+    assert main(["latent-emulator", str(tmp_path / "none.csv")]) == 2

@@ -56,6 +56,11 @@ def _uniforms(*parts: str) -> tuple[float, float]:
     return int.from_bytes(digest[:8], "big") / scale, int.from_bytes(digest[8:], "big") / scale
 
 
+def _copy_qualities(qualities: Mapping[str, float]) -> dict[str, float]:
+    # A private copy: the judge's truth must not change under a running emulator.
+    return {str(text): float(value) for text, value in qualities.items()}
+
+
 @attrs.frozen
 class LatentJudge:
     """A noisy judge with known truth, for studying designs and estimators.
@@ -70,7 +75,7 @@ class LatentJudge:
     Use as ``ProviderEmulator(judge=LatentJudge(...))``.
     """
 
-    qualities: Mapping[str, float] = attrs.field(converter=dict)
+    qualities: Mapping[str, float] = attrs.field(converter=_copy_qualities)
     noise: float = 1.0
     position_bias: float = 0.0
     lapse: float = 0.0
