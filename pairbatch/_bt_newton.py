@@ -126,7 +126,9 @@ def fit_newton(
 ) -> NewtonState:
     k = len(data.ids)
     pattern = Pattern.build(data)
-    theta = np.zeros(k)
+    # Start from smoothed log win/loss ratios: on large designs that saves a few steps.
+    ratio = np.log((data.wins + 0.5) / (data.games - data.wins + 0.5))
+    theta = (ratio - ratio.mean()) / 2
     delta = 0.0 if with_delta else None
     current = _objective(data, theta, delta, precision, delta_precision)
     converged, iterations = False, 0
