@@ -4,8 +4,9 @@ Mirrors pairwiseLLM's ``fit_bt_model`` (which calls sirt::btm or BradleyTerry2::
 The model is ``logit P(ID1 beats ID2) = theta[ID1] - theta[ID2] (+ delta)``, ``delta``
 being the advantage of the sample shown first. Newton's method on the counts of each
 ordered pair, with the analytic gradient and Hessian (a weighted graph Laplacian);
-the Newton systems are solved densely up to ``dense_limit`` items and by
-Jacobi-preconditioned conjugate gradients beyond. Needs ``pairbatch[analysis]``.
+the Newton systems are solved densely for small designs and by Jacobi-preconditioned
+conjugate gradients beyond; exact SEs invert the information matrix once, up to
+``dense_limit`` items. Needs ``pairbatch[analysis]``.
 
 Identification: ``reference=ID`` fixes that item at 0 and SEs are those of contrasts
 with it (as BradleyTerry2 reports them); otherwise scores sum to zero and SEs are
@@ -30,6 +31,8 @@ from pairbatch.elo import EloFit, elo
 from pairbatch.errors import InputError
 
 log = logging.getLogger("pairbatch.scores")
+
+DENSE_STEP_LIMIT = 300
 
 __all__ = ["BTFit", "EloFit", "PositionEffect", "bradley_terry", "elo"]
 
@@ -181,7 +184,12 @@ def bradley_terry(
         )
         delta_precision = 1.0 / 9.0
     dense = len(data.ids) <= dense_limit
-    state = fit_newton(data, position_effect, precision, delta_precision, max_iter, tol, dense)
+    # Dense Newton solves cost O(k^3) per step; CG on the sparse system wins long before
+    # the single dense inversion that exact SEs need stops being affordable.
+    dense_steps = len(data.ids) <= min(dense_limit, DENSE_STEP_LIMIT)
+    state = fit_newton(
+        data, position_effect, precision, delta_precision, max_iter, tol, dense_steps
+    )
     theta, delta = state.theta, state.delta
     centred, contrasts, delta_se = standard_errors(
         data, state, precision, delta_precision, reference, dense
