@@ -274,6 +274,8 @@ def combine_orders(
 ) -> pl.DataFrame:
     """One verdict per unordered pair (and group) from judgements in either order.
 
+    No pairwiseLLM counterpart: its vignettes drop or keep reversed rows by hand.
+
     Each direction's verdict is its majority (ties undecided). ``"conservative"``: a pair
     whose two directions disagree, or where one is undecided, gets ``verdict =
     "inconsistent"`` and no ``better_id``; ``"tie"``: the same pairs get ``"tie"``;

@@ -49,7 +49,11 @@ def read_samples(
     source: SamplesSource, *, id_col: str = "ID", text_col: str = "text"
 ) -> pl.DataFrame:
     """Samples as an ``ID, text`` frame from a frame, a CSV/Parquet file or a folder of
-    ``.txt`` files (the file stem is the ID, files in name order). IDs stay strings."""
+    ``.txt`` files (the file stem is the ID, files in name order). IDs stay strings.
+
+    Mirrors pairwiseLLM's ``read_samples_df`` and ``read_samples_dir`` in one function;
+    unlike them, duplicate IDs and missing values are errors naming the row.
+    """
     name = "samples"
     if isinstance(source, pl.DataFrame):
         frame = source
@@ -178,6 +182,8 @@ def reverse_pairs(
 
 def balanced_pairs(samples: pl.DataFrame, k: int, *, seed: int = 0) -> pl.DataFrame:
     """A sparse random design: each text in about ``k`` comparisons, graph connected.
+
+    No pairwiseLLM counterpart (it samples from all pairs, which need not connect).
 
     A random Hamiltonian cycle (degree 2, connected) plus random matchings of the
     remaining ``k - 2`` "stubs" per text, skipping self-pairs and repeats; the shown
