@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from pairbatch.cli_study import add_study_commands, run_study_command
 from pairbatch.errors import InputError, PairbatchError, RegistryError
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
@@ -226,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--host", default="127.0.0.1", help="address to listen on")
     emulator.add_argument("--port", type=int, default=8765, help="port to listen on")
     emulator.add_argument("--latency", type=non_negative, default=1.0, help="batch seconds")
+    add_study_commands(sub)
     return parser
 
 
@@ -430,6 +432,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        if (code := run_study_command(args)) is not None:
+            return code
         return int(asyncio.run(_COMMANDS[args.command](args)))
     except KeyboardInterrupt:
         print(

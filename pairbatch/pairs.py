@@ -92,20 +92,84 @@ def _read_table(path: Path) -> pl.DataFrame:
     raise InputError(f"pairs file {path} must end in .csv, .tsv or .parquet")
 
 
+def escape_id(value: str) -> str:
+    """One ID as it appears inside a key: ``\\`` and ``:`` escaped with a backslash."""
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def pair_key(first: str, second: str) -> str:
+    """The ordered key of two IDs, ``first:second`` with each ID escaped.
+
+    Escaping makes the key injective: the first unescaped ``:`` is the separator, so
+    ``("x:y", "z")`` gives ``x\\:y:z`` and ``("x", "y:z")`` gives ``x:y\\:z``. IDs without
+    ``:`` or ``\\`` keep the old ``ID1:ID2`` form, so old and new runs still join for them.
+    """
+    return f"{escape_id(first)}:{escape_id(second)}"
+
+
+def unordered_pair_key(first: str, second: str) -> str:
+    """The key of the unordered pair: the two IDs sorted by code point, then :func:`pair_key`."""
+    lo, hi = (first, second) if first <= second else (second, first)
+    return pair_key(lo, hi)
+
+
+def split_pair_key(key: str) -> tuple[str, str]:
+    """Invert :func:`pair_key`; raises :class:`InputError` for a string that is not a key."""
+    parts: list[str] = []
+    current: list[str] = []
+    chars = iter(key)
+    for char in chars:
+        if char == "\\":
+            current.append(next(chars, ""))
+        elif char == ":":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    if len(parts) != 2 or pair_key(parts[0], parts[1]) != key:
+        raise InputError(f"not a pair key: {key!r}")
+    return parts[0], parts[1]
+
+
+def _escaped(column: str | pl.Expr) -> pl.Expr:
+    expr = pl.col(column) if isinstance(column, str) else column
+    # An all-null ID column arrives typed Null; the string functions need Utf8.
+    return (
+        expr.cast(pl.Utf8)
+        .str.replace_all("\\", "\\\\", literal=True)
+        .str.replace_all(":", "\\:", literal=True)
+    )
+
+
+def ordered_key_expr(first: str | pl.Expr = "ID1", second: str | pl.Expr = "ID2") -> pl.Expr:
+    """:func:`pair_key` as a Polars expression over two ID columns."""
+    return pl.concat_str([_escaped(first), _escaped(second)], separator=":")
+
+
+def unordered_key_expr(first: str | pl.Expr = "ID1", second: str | pl.Expr = "ID2") -> pl.Expr:
+    """:func:`unordered_pair_key` as a Polars expression (code-point order, locale-free)."""
+    one = pl.col(first) if isinstance(first, str) else first
+    two = pl.col(second) if isinstance(second, str) else second
+    return ordered_key_expr(pl.min_horizontal(one, two), pl.max_horizontal(one, two))
+
+
 def with_pair_keys(pairs: pl.DataFrame) -> pl.DataFrame:
     """Add ``A_id, B_id, ordered_key, unordered_key, pair_uid`` (reference §4.1).
 
-    ``unordered_key`` sorts the two IDs by code point (locale-free, so it is the same on
-    every machine); ``pair_uid`` is the given one when present and non-empty, else
+    Keys use the escaped, injective form of :func:`pair_key` (the reference's plain
+    ``ID1:ID2`` join lets ``x:y``+``z`` and ``x``+``y:z`` collide). ``unordered_key`` sorts
+    the two IDs by code point (locale-free, so it is the same on every machine);
+    ``pair_uid`` is the given one when present and non-empty, else
     ``<unordered_key>#<occurrence>`` numbered in row order over the whole input.
+    Stored keys of older runs may be in the colliding form: analysis code recomputes
+    keys from ``ID1``/``ID2`` with these functions instead of trusting stored ones.
     """
-    lo = pl.min_horizontal("ID1", "ID2")
-    hi = pl.max_horizontal("ID1", "ID2")
     frame = pairs.with_columns(
         pl.col("ID1").alias("A_id"),
         pl.col("ID2").alias("B_id"),
-        pl.concat_str(["ID1", "ID2"], separator=":").alias("ordered_key"),
-        pl.concat_str([lo, hi], separator=":").alias("unordered_key"),
+        ordered_key_expr().alias("ordered_key"),
+        unordered_key_expr().alias("unordered_key"),
     )
     occurrence = pl.int_range(1, pl.len() + 1).over("unordered_key").cast(pl.Utf8)
     computed = pl.concat_str([pl.col("unordered_key"), occurrence], separator="#")
@@ -205,14 +269,48 @@ def read_segment_pairs(path: str | os.PathLike[str]) -> pl.DataFrame:
     return pl.read_parquet(target)
 
 
-def make_pairs(samples: pl.DataFrame) -> pl.DataFrame:
-    """Every unordered pair of a ``ID, text`` table, in input order (reference ``make_pairs``)."""
+def check_samples(samples: pl.DataFrame, source: str = "samples") -> pl.DataFrame:
+    """Validate an ``ID, text`` table: both columns, no missing values, no duplicate IDs.
+
+    Returns the two columns as strings; errors name the 1-based row.
+    """
     missing = [c for c in ("ID", "text") if c not in samples.columns]
     if missing:
-        raise InputError("samples must have columns 'ID' and 'text'")
-    if samples.height < 2:
-        raise InputError("At least two samples are required to create pairs.")
+        raise InputError(f"{source} must have columns 'ID' and 'text'")
     frame = samples.select(pl.col("ID").cast(pl.Utf8), pl.col("text").cast(pl.Utf8))
+    for column in ("ID", "text"):
+        nulls = frame.get_column(column).is_null()
+        if nulls.any():
+            row = int(nulls.arg_max() or 0) + 1
+            raise InputError(f"{source}: column {column!r} is missing a value at row {row}")
+    dup = frame.get_column("ID").is_duplicated()
+    if dup.any():
+        rows = [i + 1 for i in dup.arg_true().to_list()]
+        value = frame.get_column("ID")[rows[0] - 1]
+        raise InputError(
+            f"{source}: duplicate ID {value!r} at rows {', '.join(map(str, rows[:5]))}"
+        )
+    return frame
+
+
+def check_no_self_pairs(pairs: pl.DataFrame, source: str = "pairs") -> None:
+    """Raise naming the first row whose ``ID1`` equals its ``ID2``."""
+    same = pairs.get_column("ID1") == pairs.get_column("ID2")
+    if same.any():
+        row = int(same.arg_max() or 0) + 1
+        raise InputError(
+            f"{source}: row {row} pairs ID {pairs.get_column('ID1')[row - 1]!r} with itself"
+        )
+
+
+def make_pairs(samples: pl.DataFrame) -> pl.DataFrame:
+    """Every unordered pair of a ``ID, text`` table, in input order (reference ``make_pairs``).
+
+    Unlike the reference, duplicate IDs are an error (they would make self-pairs).
+    """
+    frame = check_samples(samples)
+    if frame.height < 2:
+        raise InputError("At least two samples are required to create pairs.")
     indexed = frame.with_row_index("i")
     left = indexed.rename({"ID": "ID1", "text": "text1", "i": "i1"})
     right = indexed.rename({"ID": "ID2", "text": "text2", "i": "i2"})

@@ -424,7 +424,7 @@ def test_id_aliases(left: str, right: str) -> None:
     ]
     assert res.get_column("better_id").to_list() == ["z 3", "y:2"]
     assert res.get_column("winner_pos").to_list() == [2, 1]
-    assert res.get_column("pair_uid").to_list() == ["x_1:z 3#1", "w#4:y:2#1"]
+    assert res.get_column("pair_uid").to_list() == ["x_1:z 3#1", "w#4:y\\:2#1"]
     assert res.get_column("text1").to_list() == [None, None]
 
 

@@ -183,7 +183,7 @@ def test_aliases_without_custom_id_align_by_row_order(left: str, right: str) -> 
     )
     out = norm(raw, pairs)
     assert out.results.get_column("better_id").to_list() == ["z:3", "y 2"]
-    assert out.results.get_column("ordered_key").to_list() == ["x_1:z:3", "y 2:w#4"]
+    assert out.results.get_column("ordered_key").to_list() == ["x_1:z\\:3", "y 2:w#4"]
 
 
 def test_row_order_alignment_refuses_ambiguity() -> None:

@@ -6,10 +6,16 @@ SAMPLE_1), so a test can compute the truth from its pairs without the emulator.
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from pairbatch.prompts import extract_samples
+import attrs
+import polars as pl
+
+from pairbatch.errors import InputError
+from pairbatch.prompts import DEFAULT_TEMPLATE, TRAITS, build_prompt, extract_samples
 
 Winner = Literal["SAMPLE_1", "SAMPLE_2"]
 Judge = Callable[[str], str]
@@ -41,6 +47,92 @@ def default_judge(prompt: str) -> str:
     if samples is None:
         return tagged("SAMPLE_1")
     return tagged(expected_winner(*samples))
+
+
+def _uniforms(*parts: str) -> tuple[float, float]:
+    """Two independent uniforms in [0, 1) from a keyed hash (no RNG state to share)."""
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).digest()
+    scale = float(2**64)
+    return int.from_bytes(digest[:8], "big") / scale, int.from_bytes(digest[8:], "big") / scale
+
+
+def _copy_qualities(qualities: Mapping[str, float]) -> dict[str, float]:
+    # A private copy: the judge's truth must not change under a running emulator.
+    return {str(text): float(value) for text, value in qualities.items()}
+
+
+@attrs.frozen
+class LatentJudge:
+    """A noisy judge with known truth, for studying designs and estimators.
+
+    ``qualities`` maps each sample *text* to its latent score. For a prompt showing
+    texts with scores ``q1, q2`` it answers SAMPLE_1 with probability
+    ``logistic((q1 - q2) / noise + position_bias)`` — the Bradley–Terry model with a
+    first-position effect — except that a share ``lapse`` of answers is a fair coin.
+    Draws are a hash of ``seed``, the prompt and an optional ``salt``, so the same
+    request always gets the same answer (as a provider retry would in a replay);
+    pass a different ``salt`` to :meth:`answer` to judge an identical prompt afresh.
+    Use as ``ProviderEmulator(judge=LatentJudge(...))``.
+    """
+
+    qualities: Mapping[str, float] = attrs.field(converter=_copy_qualities)
+    noise: float = 1.0
+    position_bias: float = 0.0
+    lapse: float = 0.0
+    seed: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        if not self.noise > 0:
+            raise InputError(f"noise must be positive, got {self.noise!r}")
+        if not 0 <= self.lapse <= 1:
+            raise InputError(f"lapse must be in [0, 1], got {self.lapse!r}")
+
+    def __call__(self, prompt: str) -> str:
+        return self.answer(prompt)
+
+    def _quality(self, text: str) -> float:
+        try:
+            return self.qualities[text]
+        except KeyError:
+            raise InputError(f"LatentJudge has no quality for the text {text[:40]!r}") from None
+
+    def probability(self, text1: str, text2: str) -> float:
+        """P(SAMPLE_1 wins) for texts shown in this order, lapses included."""
+        z = (self._quality(text1) - self._quality(text2)) / self.noise + self.position_bias
+        return (1 - self.lapse) / (1 + math.exp(-z)) + self.lapse / 2
+
+    def answer(self, prompt: str, salt: str = "") -> str:
+        """The tagged verdict for one prompt of the default layout."""
+        samples = extract_samples(prompt)
+        if samples is None:
+            raise InputError("LatentJudge needs prompts built on the default template")
+        u_lapse, u_pick = _uniforms(str(self.seed), salt, prompt)
+        if u_lapse < self.lapse:
+            return tagged("SAMPLE_1" if u_pick < 0.5 else "SAMPLE_2")
+        z = (self._quality(samples[0]) - self._quality(samples[1])) / self.noise
+        p1 = 1 / (1 + math.exp(-(z + self.position_bias)))
+        return tagged("SAMPLE_1" if u_pick < p1 else "SAMPLE_2")
+
+    def judge_pairs(self, pairs: pl.DataFrame, template: str = DEFAULT_TEMPLATE) -> pl.DataFrame:
+        """Judge a pairs table directly (no batches): the input plus ``better_sample``,
+        ``better_id`` and ``winner_pos``. Each prompt is built as submit builds it; the
+        n-th repeat of an identical prompt gets salt ``n`` so repeats are fresh draws."""
+        name, description = TRAITS["overall_quality"]
+        seen: dict[str, int] = {}
+        winners = []
+        for text1, text2 in zip(pairs["text1"], pairs["text2"], strict=True):
+            prompt = build_prompt(template, name, description, text1, text2)
+            salt = seen.get(prompt, 0)
+            seen[prompt] = salt + 1
+            winners.append(self.answer(prompt, str(salt) if salt else ""))
+        sample = pl.Series("better_sample", [w[len("<BETTER_SAMPLE>") : -16] for w in winners])
+        return pairs.with_columns(sample).with_columns(
+            pl.when(pl.col("better_sample") == "SAMPLE_1")
+            .then(pl.col("ID1"))
+            .otherwise(pl.col("ID2"))
+            .alias("better_id"),
+            pl.when(pl.col("better_sample") == "SAMPLE_1").then(1).otherwise(2).alias("winner_pos"),
+        )
 
 
 def reasoning_text(prompt: str) -> str:
