@@ -172,13 +172,8 @@ def test_client_reprs_hide_keys() -> None:
 
 # ---------------------------------------------------------------- pre-flight, reasons, upload
 #
-# Two kinds of test below: through the emulator where it serves the route (the ones it
-# does not serve yet are xfail until the emulator realism work merges), and against a
-# scripted transport for the answer shapes a test cannot make the emulator send.
-
-NEEDS_SYNC = pytest.mark.xfail(
-    strict=False, reason="needs emulator route: synchronous generation (emulator realism work)"
-)
+# Two kinds of test below: through the emulator, and against a scripted transport for
+# the answer shapes a test cannot make the emulator send.
 
 
 def first_line(job: Job) -> dict:
@@ -187,7 +182,6 @@ def first_line(job: Job) -> dict:
     return orjson.loads(Path(job.batch_input_path).read_bytes().splitlines()[0])
 
 
-@NEEDS_SYNC
 @pytest.mark.parametrize("provider", sorted(MODELS))
 async def test_preflight_through_the_emulator(tmp_path: Path, provider: str) -> None:
     async with ProviderEmulator() as emu, session_for(emu) as session:
@@ -222,9 +216,6 @@ async def test_gemini_chunked_upload_through_the_emulator(tmp_path: Path) -> Non
     assert raw.height == job.n_pairs
 
 
-@pytest.mark.xfail(
-    strict=False, reason="needs emulator route: upload 'query' command (emulator realism work)"
-)
 async def test_gemini_upload_resumes_through_the_emulator(tmp_path: Path) -> None:
     from pairbatch.testing.faults import UPLOAD_CHUNK
 
@@ -251,7 +242,6 @@ async def test_gemini_models_prefix_through_the_emulator(tmp_path: Path) -> None
     assert status.state is BatchState.SUCCEEDED  # type: ignore[attr-defined]
 
 
-@pytest.mark.xfail(strict=False, reason="needs emulator route: Gemini /v1 paths")
 async def test_gemini_v1_through_the_emulator(tmp_path: Path) -> None:
     async with ProviderEmulator(latency=0.2) as emu, session_for(emu) as session:
         job, _, prepared = prepare(tmp_path, "gemini", api_version="v1")
