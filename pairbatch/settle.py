@@ -1,0 +1,181 @@
+"""Settling a finished batch on disk: parse, normalise, persist (blocking; worker thread).
+
+Also the segment files a resend needs: the stored pairs, checked against what submit
+wrote, and the request file rebuilt from them when it is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from pairbatch.errors import InputError
+from pairbatch.integrity import DamagedFileError, describe, verify
+from pairbatch.models import BatchState, BatchStatus, FileCheck, Job, utcnow
+from pairbatch.normalize import failed_attempts_from_pairs, normalize_results
+from pairbatch.outcomes import batch_failure_frame, concat_frames, persist_outcome
+from pairbatch.pairs import read_segment_pairs
+from pairbatch.providers import get_backend
+from pairbatch.providers.base import Downloaded, write_request_file
+from pairbatch.settings import SETTINGS_NAME
+
+if TYPE_CHECKING:
+    from pairbatch.drive import ResumeOptions
+
+log = logging.getLogger("pairbatch.resume")
+
+TAG = "[resume_multi_batches]"
+
+
+def rebuild_request_file(job: Job, settings: Mapping[str, Any], pairs: pl.DataFrame) -> FileCheck:
+    """Write a segment's request file again from its stored pairs and the run settings:
+    the same bytes submit wrote (blocking)."""
+    needed = ("prompt_template", "trait_name", "trait_description", "options", "model")
+    absent = [k for k in needed if k not in settings]
+    if absent:
+        raise InputError(
+            f"segment {job.segment_index}: request file {job.batch_input_path} is missing and "
+            f"cannot be rebuilt: {SETTINGS_NAME} has no {', '.join(absent)}"
+        )
+    write_request_file(
+        get_backend(job.provider),
+        job.batch_input_path,
+        pairs,
+        model=job.model,
+        template=str(settings["prompt_template"]),
+        trait_name=str(settings["trait_name"]),
+        trait_description=str(settings["trait_description"]),
+        options=dict(settings["options"]),
+    )
+    return describe(job.batch_input_path, rows=pairs.height, hashed=True)
+
+
+def _delete_jsonl(job: Job) -> None:
+    for path in (job.batch_input_path, job.batch_output_path, job.error_output_path):
+        with contextlib.suppress(FileNotFoundError):
+            Path(path).unlink()
+
+
+def settle(
+    job: Job, status: BatchStatus, downloaded: Downloaded | None, options: ResumeOptions
+) -> tuple[pl.DataFrame | None, pl.DataFrame, pl.DataFrame | None, tuple[FileCheck, ...]]:
+    """Parse, normalise and persist a terminal batch (blocking; run in a worker thread).
+
+    Returns its results (``None`` when the batch produced none), failed attempts, for a
+    batch that did not succeed its one-row batch failure, and the records of the files
+    written.
+    """
+    pairs = segment_pairs(job)
+    received_at = utcnow()
+    word = status.outcome
+    results: pl.DataFrame | None = None
+    if downloaded is not None:
+        raw = _parse(get_backend(job.provider), downloaded, options.tag_prefix, options.tag_suffix)
+        _reconcile_counts(job, status, raw.height)
+        normalized = normalize_results(
+            raw,
+            pairs,
+            backend=job.provider.value,
+            model=job.model,
+            segment_index=job.segment_index,
+            batch_id=job.batch_id,
+            received_at=received_at,
+            batch_status=None if status.state is BatchState.SUCCEEDED else word,
+        )
+        results, failed = normalized.results, normalized.failed_attempts
+    else:
+        failed = failed_attempts_from_pairs(
+            pairs,
+            backend=job.provider.value,
+            model=job.model,
+            error_code="http_error",
+            error_detail=f"Batch status: {status.raw_state}",
+            attempted_at=received_at,
+            segment_index=job.segment_index,
+            batch_id=job.batch_id,
+        )
+    failure = None
+    if status.state is not BatchState.SUCCEEDED:
+        detail = f"Batch status: {word}"
+        if results is not None and results.height:
+            detail += f" ({results.height} of {pairs.height} results salvaged)"
+        failure = batch_failure_frame(job, word, detail, received_at)
+    files = persist_outcome(
+        job,
+        results,
+        failed,
+        write_results_csv=options.write_results_csv and results is not None,
+    )
+    if status.state is BatchState.SUCCEEDED and not options.keep_jsonl:
+        _delete_jsonl(job)
+    return results, failed, failure, files
+
+
+def segment_pairs(job: Job) -> pl.DataFrame:
+    """The segment's stored pairs, checked against what submit wrote."""
+    if not job.pairs_path:
+        raise InputError(
+            f"Missing pair data for segment {job.segment_index}; unable to normalize results."
+        )
+    path = Path(job.pairs_path)
+    remedy = "restore it from a backup (its pairs cannot be matched to results without it)"
+    try:
+        pairs = read_segment_pairs(path)
+    except (InputError, FileNotFoundError):
+        raise DamagedFileError(path, "the file is missing", remedy) from None
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DamagedFileError(path, f"cannot be read ({first})", remedy) from None
+    verify(path, job.file_check(path), rows=pairs.height, remedy=remedy)
+    if job.n_pairs and pairs.height != job.n_pairs:
+        raise DamagedFileError(
+            path, f"holds {pairs.height} pairs but the segment has {job.n_pairs}", remedy
+        )
+    return pairs
+
+
+def _parse(backend: Any, downloaded: Downloaded, prefix: str, suffix: str) -> pl.DataFrame:
+    frames = []
+    if downloaded.output_path is not None:
+        frames.append(
+            backend.parse_results(
+                downloaded.output_path,
+                error_path=downloaded.error_path,
+                tag_prefix=prefix,
+                tag_suffix=suffix,
+            )
+        )
+    elif downloaded.error_path is not None:
+        # A completed OpenAI batch whose every request failed has only an error file.
+        frames.append(
+            backend.parse_results(
+                downloaded.error_path, error_path=None, tag_prefix=prefix, tag_suffix=suffix
+            )
+        )
+    frame = concat_frames(frames)
+    if frame is None:
+        frame = backend.parse_results(None, error_path=None, tag_prefix=prefix, tag_suffix=suffix)
+    return frame
+
+
+def _reconcile_counts(job: Job, status: BatchStatus, lines: int) -> None:
+    counts = status.counts
+    expected = None
+    if counts.succeeded is not None or counts.failed is not None:
+        expected = (counts.succeeded or 0) + (counts.failed or 0)
+    if status.state is BatchState.SUCCEEDED and counts.total is not None:
+        expected = counts.total
+    if expected is not None and expected != lines:
+        log.warning(
+            "%s segment %d: provider reports %d finished requests but %d result lines were "
+            "downloaded",
+            TAG,
+            job.segment_index,
+            expected,
+            lines,
+        )
