@@ -205,6 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--overwrite", action="store_true", help="replace a finished run in --output-dir"
     )
+    submit.add_argument(
+        "--order",
+        choices=("as_given", "random", "both"),
+        default="as_given",
+        help="pair order: as given, random per pair, or both orders",
+    )
+    submit.add_argument("--order-seed", type=int, default=0, help="seed for --order random")
+    submit.add_argument(
+        "--no-preflight",
+        dest="preflight",
+        action="store_false",
+        help="skip the one ordinary request sent before any batch",
+    )
 
     resume = command("resume", "poll, download and parse until all jobs are done")
     resume.add_argument("output_dir", help="the run folder")
@@ -284,6 +297,9 @@ async def _submit(args: argparse.Namespace) -> int:
         write_registry=True,
         verbose=args.verbose,
         overwrite=args.overwrite,
+        order=args.order,
+        order_seed=args.order_seed,
+        preflight=args.preflight,
         **_options(args.option),
     )
     for job in result.jobs:

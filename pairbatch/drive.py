@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +30,22 @@ from pairbatch.errors import (
 )
 from pairbatch.events import Emitter, Event, EventKind
 from pairbatch.integrity import verify
-from pairbatch.models import BatchState, BatchStatus, FileCheck, Job, JobStatus, utcnow
+from pairbatch.models import BatchState, BatchStatus, FileCheck, Job, JobStatus, Provider, utcnow
 from pairbatch.outcomes import JobOutcome
-from pairbatch.providers.base import Downloaded
+from pairbatch.providers.base import BatchClient, Downloaded
 from pairbatch.reconcile import Reconciler, Verdict
 from pairbatch.registry import Registry
 from pairbatch.session import Session
 from pairbatch.settings import SETTINGS_NAME, require_settings
-from pairbatch.settle import TAG, rebuild_request_file, segment_pairs, settle
+from pairbatch.settle import TAG, failure_detail, rebuild_request_file, segment_pairs, settle
 from pairbatch.wakeups import Wakeups
 
 log = logging.getLogger("pairbatch.resume")
 
+# Every provider's batches end within 24 hours; a state we do not know is given that and
+# an hour more before it is called a failure.
+COMPLETION_WINDOW = timedelta(hours=24)
+UNKNOWN_STATE_GRACE = timedelta(hours=1)
 # Statuses that mean the job can never succeed by polling again (wrong key, gone batch).
 _PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 410, 422})
 
@@ -99,7 +104,7 @@ class JobDriver:
         self.emit = emit
         self.settings = settings
         self.wakeups = wakeups or Wakeups()
-        self.reconciler = Reconciler(session.client, lambda: self.jobs.values())
+        self.reconciler = Reconciler(self.client_for, lambda: self.jobs.values())
         self.rng = random.Random()
         self.level = logging.INFO if options.verbose else logging.DEBUG
 
@@ -199,7 +204,7 @@ class JobDriver:
         return path, options, job.with_files(rebuilt)
 
     async def poll_until_done(self, job: Job) -> JobOutcome:
-        client = self.session.client(job.provider)
+        client = self.client_for(job.provider)
         assert job.batch_id is not None
         status: BatchStatus | None = None
         first = True
@@ -223,6 +228,7 @@ class JobDriver:
                     job = await self.unreachable(job, exc)
                     continue
                 raise
+            status = self.past_window(job, status)
             self.say("%s batch %s status: %s", job.provider, job.batch_id, status.raw_state)
             self.emit(Event(EventKind.POLLED, job, detail=status.raw_state))
             if (status.raw_state != job.raw_status or job.error) and not status.state.is_terminal:
@@ -245,6 +251,29 @@ class JobDriver:
                     )
                     job = await self.unreachable(job, exc)
 
+    def past_window(self, job: Job, status: BatchStatus) -> BatchStatus:
+        """A state pairbatch does not know is polled (the provider logged a warning) until
+        the batch's completion window and a grace period have passed; then it is a
+        terminal failure, whatever output it has salvaged. Never polled forever."""
+        if not status.unknown_state or status.state.is_terminal or job.submitted_at is None:
+            return status
+        if utcnow() - job.submitted_at < COMPLETION_WINDOW + UNKNOWN_STATE_GRACE:
+            return status
+        return attrs.evolve(
+            status,
+            state=BatchState.FAILED,
+            ending=f"unknown state {status.raw_state} past the completion window",
+        )
+
+    def client_for(self, provider: Provider) -> BatchClient:
+        """The provider's client, speaking the API version the run was submitted with."""
+        client = self.session.client(provider)
+        version = (self.settings.get("options") or {}).get("api_version")
+        if version and self.settings.get("provider") == provider.value:
+            # Only Gemini has versions (v1beta, v1); its client reads this attribute.
+            setattr(client, "api_version", version)  # noqa: B010
+        return client
+
     async def unreachable(self, job: Job, exc: ProviderError) -> Job:
         """A poll or download that failed after its retries: the reason goes on the job
         (registry, status, progress) and it polls again later. A provider that has not
@@ -264,7 +293,7 @@ class JobDriver:
 
     async def finish(self, job: Job, status: BatchStatus) -> JobOutcome:
         """Download a terminal batch, settle it on disk, then mark it done."""
-        client = self.session.client(job.provider)
+        client = self.client_for(job.provider)
         downloaded: Downloaded | None = None
         has_output = status.output_ref is not None or status.error_ref is not None
         if status.state is BatchState.SUCCEEDED or has_output:
@@ -279,7 +308,7 @@ class JobDriver:
                 done=True,
                 status=JobStatus.from_state(status.state),
                 raw_status=status.raw_state,
-                error=None,
+                error=None if failure is None else failure_detail(status),
                 files=job.with_files(*files),
             )
         )

@@ -94,14 +94,14 @@ def settle(
             backend=job.provider.value,
             model=job.model,
             error_code="http_error",
-            error_detail=f"Batch status: {status.raw_state}",
+            error_detail=failure_detail(status),
             attempted_at=received_at,
             segment_index=job.segment_index,
             batch_id=job.batch_id,
         )
     failure = None
     if status.state is not BatchState.SUCCEEDED:
-        detail = f"Batch status: {word}"
+        detail = failure_detail(status)
         if results is not None and results.height:
             detail += f" ({results.height} of {pairs.height} results salvaged)"
         failure = batch_failure_frame(job, word, detail, received_at)
@@ -114,6 +114,12 @@ def settle(
     if status.state is BatchState.SUCCEEDED and not options.keep_jsonl:
         _delete_jsonl(job)
     return results, failed, failure, files
+
+
+def failure_detail(status: BatchStatus) -> str:
+    """``Batch status: failed``, with the provider's own reason when it gave one."""
+    detail = f"Batch status: {status.outcome}"
+    return f"{detail} ({status.error})" if status.error else detail
 
 
 def segment_pairs(job: Job) -> pl.DataFrame:

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,10 @@ import attrs
 import polars as pl
 
 from pairbatch import _crash
+from pairbatch.design import apply_order
 from pairbatch.errors import InputError, PairbatchError, ProviderError, UnresolvedBatchError
 from pairbatch.events import Emitter, Event, EventHandler, EventKind, verbose_logging
 from pairbatch.integrity import describe
-from pairbatch.lock import RunLock
 from pairbatch.models import Job, JobStatus, Provider, utcnow
 from pairbatch.pairs import (
     PairsSource,
@@ -35,18 +34,16 @@ from pairbatch.pairs import (
     with_pair_keys,
     write_segment_pairs,
 )
+from pairbatch.preflight import preflight_check
 from pairbatch.prompts import DEFAULT_TEMPLATE, validate_template
 from pairbatch.providers import get_backend
 from pairbatch.providers.base import BatchClient, write_request_file
 from pairbatch.reconcile import Reconciler
 from pairbatch.registry import (
     COLUMNS,
-    JOURNAL_NAME,
-    REGISTRY_NAME,
     Registry,
-    holds_registry,
-    read_registry,
 )
+from pairbatch.runfolder import lock_new_run
 from pairbatch.session import Session
 from pairbatch.settings import SETTINGS_NAME, write_settings
 from pairbatch.transport import Transport
@@ -119,6 +116,9 @@ async def submit_pairs_multi_batch(
     transport: Transport | None = None,
     on_event: EventHandler | None = None,
     overwrite: bool = False,
+    order: str = "as_given",
+    order_seed: int = 0,
+    preflight: bool = True,
     **provider_options: Any,
 ) -> SubmitResult:
     """Split ``pairs`` into segments and create one provider batch per segment.
@@ -128,13 +128,20 @@ async def submit_pairs_multi_batch(
     through as keyword arguments. It runs in three phases, so that a crash or a full disk
     at any instant loses nothing and pays for nothing twice:
 
-    1. validate everything (options, key, pairs, the folder) and write every segment's
+    1. validate everything (options against the model's profile, key, pairs, the
+       provider's batch limits, the folder), send one ordinary request with the exact
+       body of the first pair (the *pre-flight*: a refused option stops the submit here,
+       quoting the provider; ``preflight=False`` skips it), then write every segment's
        pairs and request file, and the run settings, fsynced; a failure here removes what
        it wrote and no batch exists;
     2. record every segment's intent in the registry (journal always; the CSV snapshot
        when ``write_registry``);
     3. create the batches concurrently, each recorded as ``creating`` before it is sent.
 
+    ``order`` is ``"as_given"``, ``"random"`` (each pair's order drawn from ``order_seed``
+    and its key) or ``"both"`` (every pair judged in both orders, linked by ``pair_uid``;
+    see :func:`pairbatch.design.apply_order`). A segment over the provider's request or
+    byte limit is an error naming the limit (choose a smaller ``batch_size``).
     A folder that already holds a run is refused (resume it, or choose another folder);
     ``overwrite=True`` replaces a run only when none of its batches can still be running.
     A segment that fails to submit is recorded (see :attr:`SubmitResult.failed`) and the
@@ -161,46 +168,42 @@ async def submit_pairs_multi_batch(
         max_tries={p.value: max_tries for p in Provider} | {"openai": openai_max_retries},
     )
     client = session.client(provider)  # a missing key fails here, before any file
-    segments = await asyncio.to_thread(_load_segments, pairs, batch_size, n_segments)
-    out_dir, created_dir = await asyncio.to_thread(_claim_folder, output_dir, overwrite)
-    lock = RunLock(out_dir, "submit")
-    try:
-        await asyncio.to_thread(lock.acquire)
-        await asyncio.to_thread(_refuse_live_run, out_dir, overwrite)
-    except BaseException:
-        lock.release()
-        if created_dir:
-            await asyncio.to_thread(_remove_empty, out_dir)
-        raise
-    if output_dir is None:
-        log.warning("%s no output_dir given; the run folder is %s", TAG, out_dir)
+    segments = await asyncio.to_thread(
+        _load_segments, pairs, batch_size, n_segments, order, order_seed, backend_impl
+    )
     run_tag = new_run_tag()
-    try:
-        jobs = await asyncio.to_thread(
-            _write_segments,
-            out_dir,
-            segments,
-            provider,
-            model,
-            run_tag,
-            plan,
-            options,
-            backend_impl,
-        )
-        registry = Registry(out_dir, jobs, csv=write_registry)
-        await asyncio.to_thread(registry.write_now)  # phase 2: every intent, durably
-        _crash.point("submit:intents")
-        emit = Emitter(on_event, log)
-        with verbose_logging(verbose):
+    emit = Emitter(on_event, log)
+    with verbose_logging(verbose):
+        async with session:
+            checked = None
+            if preflight:
+                first = assign_custom_ids(segments[0].head(1), run_tag, 1, 0)
+                checked = await preflight_check(client, backend_impl, first, model, plan, options)
+            out_dir, lock = await lock_new_run(output_dir, overwrite)
             try:
-                async with session:
+                jobs = await asyncio.to_thread(
+                    _write_segments,
+                    out_dir,
+                    segments,
+                    provider,
+                    model,
+                    run_tag,
+                    plan,
+                    options,
+                    backend_impl,
+                    {"order": order, "order_seed": order_seed, "preflight": checked},
+                )
+                registry = Registry(out_dir, jobs, csv=write_registry)
+                await asyncio.to_thread(registry.write_now)  # phase 2: every intent, durably
+                _crash.point("submit:intents")
+                try:
                     submitted = await _create_all(
                         jobs, client, registry, options, emit, verbose, provider
                     )
+                finally:
+                    await asyncio.shield(registry.close())
             finally:
-                await asyncio.shield(registry.close())
-    finally:
-        lock.release()
+                lock.release()
     failures = [job for job in submitted if job.batch_id is None]
     if failures:
         log.error(
@@ -251,75 +254,21 @@ class _Plan:
 
 
 def _load_segments(
-    pairs: PairsSource, batch_size: int | None, n_segments: int | None
+    pairs: PairsSource,
+    batch_size: int | None,
+    n_segments: int | None,
+    order: str,
+    seed: int,
+    backend: Any,
 ) -> list[pl.DataFrame]:
-    table = with_pair_keys(load_pairs(pairs))
-    return split_pairs(table, batch_size=batch_size, n_segments=n_segments)
-
-
-def _claim_folder(output_dir: str | os.PathLike[str] | None, overwrite: bool) -> tuple[Path, bool]:
-    """The run folder (made if needed) and whether this call made it."""
-    if output_dir is None:
-        return Path(tempfile.mkdtemp(prefix="pairbatch_")), True
-    folder = Path(output_dir)
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"output_dir {folder} is a file, not a folder")
-    _refuse_live_run(folder, overwrite, remove=False)  # refuse before writing anything
-    created = not folder.exists()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"output_dir {folder}: cannot be created ({exc.strerror})") from None
-    return folder, created
-
-
-def _refuse_live_run(folder: Path, overwrite: bool, *, remove: bool = True) -> None:
-    """A folder holding a run is never silently replaced: its batches may be paid for.
-
-    Files without a registry are what a submit killed before recording its intents
-    leaves: no create was ever sent, so a new submit may write over them."""
-    if not holds_registry(folder):
-        return
-    try:
-        jobs = read_registry(folder)
-    except PairbatchError as exc:
-        raise InputError(
-            f"output_dir {folder} already holds a run whose registry cannot be read ({exc}); "
-            "choose another folder"
-        ) from None
-    unfinished = [j for j in jobs if not j.done and j.status is not JobStatus.SUBMIT_FAILED]
-    if not overwrite:
-        raise InputError(
-            f"output_dir {folder} already holds a run ({len(jobs)} segment(s), "
-            f"{len(unfinished)} not done); resume it with `pairbatch resume {folder}` or "
-            "choose another folder"
-        )
-    live = [j for j in unfinished if j.batch_id is not None or j.status is JobStatus.CREATING]
-    if live:
-        raise InputError(
-            f"output_dir {folder}: overwrite refused, {len(live)} batch(es) of the run there "
-            "are not done (resume or cancel them first)"
-        )
-    if not remove:  # only ever under the run lock
-        return
-    for job in jobs:
-        for name in _job_files(job):
-            with contextlib.suppress(FileNotFoundError):
-                Path(name).unlink()
-    for name in (REGISTRY_NAME, JOURNAL_NAME, SETTINGS_NAME):
-        with contextlib.suppress(FileNotFoundError):
-            (folder / name).unlink()
-
-
-def _job_files(job: Job) -> list[str]:
-    paths = [job.batch_input_path, job.batch_output_path, job.csv_path, job.pairs_path]
-    paths += [job.results_path, job.failed_path, job.error_output_path]
-    return [p for p in paths if p]
-
-
-def _remove_empty(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        folder.rmdir()
+    ordered = apply_order(load_pairs(pairs), order, seed=seed)  # type: ignore[arg-type]
+    segments = split_pairs(with_pair_keys(ordered), batch_size=batch_size, n_segments=n_segments)
+    for index, segment in enumerate(segments, start=1):
+        try:
+            backend.check_limits(segment.height, 0)
+        except InputError as exc:
+            raise InputError(f"segment {index} ({segment.height} pairs): {exc}") from None
+    return segments
 
 
 def _write_segments(
@@ -331,6 +280,7 @@ def _write_segments(
     plan: _Plan,
     options: Mapping[str, Any],
     backend: Any,
+    extra: Mapping[str, Any],
 ) -> list[Job]:
     """Phase 1 (blocking): every segment's pairs and request file, then the settings.
 
@@ -360,6 +310,10 @@ def _write_segments(
                 options=options,
             )
             _crash.point(f"submit:requests:{index}")
+            try:
+                backend.check_limits(keyed.height, input_path.stat().st_size)
+            except InputError as exc:
+                raise InputError(f"segment {index} ({input_path.name}): {exc}") from None
             checks = (
                 describe(pairs_path, rows=keyed.height, hashed=True),
                 describe(input_path, rows=keyed.height, hashed=True),
@@ -378,6 +332,7 @@ def _write_segments(
                 "options": dict(options),
                 "segments": [job.segment_index for job in jobs],
                 "created_at": utcnow().isoformat(),
+                **extra,
             },
         )
         _crash.point("submit:settings")
