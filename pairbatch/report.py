@@ -22,9 +22,11 @@ from typing import Any
 import attrs
 import polars as pl
 
+from pairbatch._fs import atomic_write_bytes
 from pairbatch.analysis import GROUP_COLUMNS, position_bias, require_extra, reverse_consistency
 from pairbatch.errors import InputError
-from pairbatch.registry import REGISTRY_NAME, read_registry
+from pairbatch.outcomes import load_outcome
+from pairbatch.registry import REGISTRY_NAME, holds_registry, read_registry
 from pairbatch.summary import order_notes, summarize
 
 log = logging.getLogger("pairbatch.report")
@@ -48,11 +50,14 @@ def load_runs(runs: Sequence[RunPath]) -> RunData:
     results, failures, jobs = [], [], []
     for run in runs:
         folder = Path(run)
-        if not (folder / REGISTRY_NAME).is_file():
+        if not holds_registry(folder):
             raise InputError(f"{folder} is not a run folder (no {REGISTRY_NAME})")
         for job in read_registry(folder):
-            got = _read(job.results_path, folder.name)
-            bad = _read(job.failed_path, folder.name)
+            outcome = load_outcome(job) if job.done else None
+            if outcome is not None and outcome.error:
+                raise InputError(outcome.error)
+            got = _tag(outcome.results if outcome else None, folder.name)
+            bad = _tag(outcome.failed_attempts if outcome else None, folder.name)
             results += [got] if got is not None else []
             failures += [bad] if bad is not None else []
             jobs.append(_job_row(job, folder.name, got, bad))
@@ -61,11 +66,10 @@ def load_runs(runs: Sequence[RunPath]) -> RunData:
     return RunData(combined, failed, pl.DataFrame(jobs))
 
 
-def _read(path: str, run: str) -> pl.DataFrame | None:
-    if not Path(path).is_file():
+def _tag(frame: pl.DataFrame | None, run: str) -> pl.DataFrame | None:
+    if frame is None or frame.height == 0:
         return None
-    frame = pl.read_parquet(path)
-    return frame.with_columns(pl.lit(run).alias("run")) if frame.height else None
+    return frame.with_columns(pl.lit(run).alias("run"))
 
 
 def _job_row(
@@ -262,6 +266,6 @@ def write_report(runs: Sequence[RunPath], out: RunPath, *, position_effect: bool
     """Load ``runs`` and write the HTML report to ``out``."""
     text = build_report(load_runs(runs), position_effect=position_effect)
     path = Path(out)
-    path.write_text(text, encoding="utf-8")
+    atomic_write_bytes(path, text.encode("utf-8"))
     log.info("wrote %s", path)
     return path

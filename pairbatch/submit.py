@@ -28,6 +28,7 @@ from pairbatch.models import Job, JobStatus, Provider, utcnow
 from pairbatch.pairs import (
     PairsSource,
     assign_custom_ids,
+    check_no_self_pairs,
     load_pairs,
     new_run_tag,
     split_pairs,
@@ -261,7 +262,12 @@ def _load_segments(
     seed: int,
     backend: Any,
 ) -> list[pl.DataFrame]:
-    ordered = apply_order(load_pairs(pairs), order, seed=seed)  # type: ignore[arg-type]
+    table = load_pairs(pairs)
+    if order == "as_given" and "order_role" in table.columns:
+        check_no_self_pairs(table)  # a design made upstream keeps its own orders
+        ordered = table
+    else:
+        ordered = apply_order(table, order, seed=seed)  # type: ignore[arg-type]
     segments = split_pairs(with_pair_keys(ordered), batch_size=batch_size, n_segments=n_segments)
     for index, segment in enumerate(segments, start=1):
         try:

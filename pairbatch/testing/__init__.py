@@ -15,7 +15,13 @@ from pairbatch.testing.faults import (
     POLL_ENDPOINTS,
     FaultConfig,
 )
-from pairbatch.testing.judge import NO_TAG_ANSWER, Judge, default_judge, expected_winner
+from pairbatch.testing.judge import (
+    NO_TAG_ANSWER,
+    Judge,
+    LatentJudge,
+    default_judge,
+    expected_winner,
+)
 from pairbatch.testing.stats import EmulatorStats
 
 __all__ = [
@@ -27,6 +33,7 @@ __all__ = [
     "EmulatorStats",
     "FaultConfig",
     "Judge",
+    "LatentJudge",
     "ProviderEmulator",
     "SyntheticBatch",
     "default_judge",
