@@ -11,10 +11,13 @@ from pairbatch.errors import (
     InputError,
     PairbatchError,
     ProviderError,
+    ProviderUnreachableError,
     RegistryError,
     RetryExhaustedError,
 )
 from pairbatch.events import Event, EventKind
+from pairbatch.integrity import DamagedFileError
+from pairbatch.lock import RunLockedError
 from pairbatch.models import BatchState, BatchStatus, Job, JobStatus, Provider
 from pairbatch.outcomes import JobOutcome
 from pairbatch.prompts import DEFAULT_TEMPLATE, build_prompt, trait_description
@@ -28,6 +31,7 @@ __all__ = [
     "DEFAULT_TEMPLATE",
     "BatchState",
     "BatchStatus",
+    "DamagedFileError",
     "DownloadError",
     "Event",
     "EventKind",
@@ -38,9 +42,11 @@ __all__ = [
     "PairbatchError",
     "Provider",
     "ProviderError",
+    "ProviderUnreachableError",
     "RegistryError",
     "ResumeResult",
     "RetryExhaustedError",
+    "RunLockedError",
     "SubmitResult",
     "__version__",
     "build_prompt",

@@ -36,6 +36,9 @@ class ProgressDisplay:
         self._state: dict[int, tuple[str, str]] = {}
         self.results = 0
         self.failed = 0
+        # The newest reason a job could not go on (an unreachable provider, a batch that
+        # cannot be told apart yet), shown until that job moves again.
+        self._issues: dict[int, str] = {}
 
     def __call__(self, event: Event) -> None:
         job = event.job
@@ -58,8 +61,16 @@ class ProgressDisplay:
                 self._stream.write(
                     f"segment {job.segment_index} ({provider}): error: {event.detail}\n"
                 )
+        elif event.kind is EventKind.RETRY:
+            self._state.setdefault(job.segment_index, (provider, "running"))
+            reason = " ".join((event.detail or "").split())
+            if self._issues.get(job.segment_index) != reason and not self._tty:
+                self._stream.write(f"segment {job.segment_index} ({provider}): waiting: {reason}\n")
+            self._issues[job.segment_index] = reason
         else:
             self._state.setdefault(job.segment_index, (provider, "running"))
+            if event.kind is EventKind.POLLED:
+                self._issues.pop(job.segment_index, None)
         if self._tty:
             now = self._clock()
             if now - self._last_draw >= self._min_gap or event.kind is EventKind.COMPLETED:
@@ -81,6 +92,9 @@ class ProgressDisplay:
         if self._counters is not None:
             counts = self._counters()
             text += f" | {counts.get('429s', 0)} x 429, {counts.get('retries', 0)} retries"
+        if self._issues:
+            segment = max(self._issues)
+            text += f" | segment {segment}: {self._issues[segment][:60]}"
         return text
 
     def close(self) -> None:

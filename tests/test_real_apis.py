@@ -181,3 +181,29 @@ async def test_a_self_pair_is_an_error_naming_the_row(tmp_path: Path) -> None:
     async with ProviderEmulator(latency=0.1) as emu:
         with pytest.raises(pairbatch.InputError, match="row 4"):
             await submit(emu, "openai", "gpt-4.1-mini", tmp_path / "run", pairs=pairs)
+
+
+def test_an_unknown_state_is_polled_only_until_the_completion_window_ends(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from pairbatch.drive import COMPLETION_WINDOW, UNKNOWN_STATE_GRACE, JobDriver
+    from pairbatch.models import BatchState, BatchStatus, Job, utcnow
+
+    status = BatchStatus(
+        batch_id="b", state=BatchState.RUNNING, raw_state="PARTIALLY_DONE", unknown_state=True
+    )
+    young = Job(
+        segment_index=1,
+        provider="gemini",
+        model="gemini-2.5-flash",
+        batch_id="b",
+        batch_input_path=str(tmp_path / "i"),
+        batch_output_path=str(tmp_path / "o"),
+        csv_path=str(tmp_path / "c"),
+        submitted_at=utcnow() - timedelta(hours=2),
+    )
+    old = young.transition(submitted_at=utcnow() - COMPLETION_WINDOW - UNKNOWN_STATE_GRACE)
+    past = JobDriver.past_window
+    assert past(None, young, status) is status  # type: ignore[arg-type]
+    ended = past(None, old, status)  # type: ignore[arg-type]
+    assert ended.state is BatchState.FAILED and "unknown state PARTIALLY_DONE" in ended.outcome

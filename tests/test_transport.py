@@ -525,6 +525,30 @@ async def test_redirect_to_another_origin_drops_the_key(serve: Serve) -> None:
     assert seen == {"same": KEY, "elsewhere": None}
 
 
+async def test_keys_go_only_to_the_providers_own_origin(serve: Serve, tmp_path: Path) -> None:
+    # A server-supplied URL (Anthropic's results_url, say) on another host gets no key,
+    # for the first request as for redirects; the provider's own host gets it.
+    seen: list[tuple[str, str | None]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append((request.host, request.headers.get("x-api-key")))
+        return web.Response(body=b"line\n")
+
+    provider = await serve(handler)
+    stranger = await serve(handler)
+    headers = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+    async with fast_transport() as transport:
+        await transport.request(
+            "anthropic", "GET", f"{provider}/ok", headers=headers, origin=provider
+        )
+        await transport.first_line("anthropic", f"{stranger}/r", headers=headers, origin=provider)
+        await transport.download(
+            "anthropic", f"{stranger}/r", tmp_path / "o", headers=headers, origin=provider
+        )
+    keys = [key for _, key in seen]
+    assert keys == [KEY, None, None]
+
+
 async def test_first_line_reads_only_the_first_line(serve: Serve) -> None:
     long_line = b'{"custom_id":"run-1",' + b"x" * 300_000 + b"}"
 
