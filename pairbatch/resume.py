@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import re
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
@@ -41,9 +40,9 @@ from pairbatch.outcomes import (
 )
 from pairbatch.outcomes import write_combined_csv as write_combined_csv_file
 from pairbatch.registry import Registry, holds_registry, read_registry, registry_path
-from pairbatch.session import Session
-from pairbatch.settings import by_provider, read_settings
-from pairbatch.transport import DEFAULT_RATE, Transport
+from pairbatch.session import Session, check_number, rate_limits_for
+from pairbatch.settings import read_settings
+from pairbatch.transport import Transport
 from pairbatch.wakeups import Wakeups
 
 log = logging.getLogger("pairbatch.resume")
@@ -140,24 +139,6 @@ def open_run(given: list[Job], output_dir: Path, *, csv: bool) -> tuple[Registry
     return registry, settings
 
 
-def _rate_limits(
-    per_job_delay: float | None, rate_limits: Mapping[str, float] | None
-) -> dict[str, float]:
-    if per_job_delay is not None:
-        delay = _check_number("per_job_delay", per_job_delay, low=0)
-        if delay == 0:
-            raise InputError("'per_job_delay' must be positive, got 0")
-        # Compatibility: one request per per_job_delay seconds, for each provider.
-        return {p.value: 1.0 / delay for p in Provider}
-    limits = {p.value: DEFAULT_RATE for p in Provider}
-    for name, rate in by_provider(rate_limits, "rate_limits").items():
-        value = _check_number(f"rate_limits[{name.value!r}]", rate, low=0)
-        if value == 0:
-            raise InputError(f"'rate_limits[{name.value!r}]' must be positive, got 0")
-        limits[name.value] = value
-    return limits
-
-
 async def iter_completed(
     jobs: Sequence[Job | Mapping[str, Any]] | None = None,
     output_dir: str | os.PathLike[str] | None = None,
@@ -195,11 +176,11 @@ async def iter_completed(
     the polling tasks and leaves the registry consistent. Arguments are those of
     :func:`resume_multi_batches`, less the combined-CSV ones.
     """
-    _check_number("interval_seconds", interval_seconds, low=0)
+    check_number("interval_seconds", interval_seconds, low=0)
     if max_interval_seconds is not None:
-        _check_number("max_interval_seconds", max_interval_seconds, low=0)
+        check_number("max_interval_seconds", max_interval_seconds, low=0)
     if timeout is not None:
-        _check_number("timeout", timeout, low=0)
+        check_number("timeout", timeout, low=0)
     for name, value in (
         ("openai_max_retries", openai_max_retries),
         ("max_tries", max_tries),
@@ -217,7 +198,7 @@ async def iter_completed(
         verbose=verbose,
         max_interval_seconds=max_interval_seconds,
     )
-    limits = _rate_limits(per_job_delay, rate_limits)
+    limits = rate_limits_for(per_job_delay, rate_limits)
     tries = {p.value: max_tries for p in Provider} | {"openai": openai_max_retries}
     session = Session(
         transport=transport,
@@ -303,17 +284,6 @@ async def _drive_all(
         if entered:
             await session.__aexit__(None, None, None)
         await asyncio.shield(run.registry.close())
-
-
-def _check_number(name: str, value: object, *, low: float) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < low
-    ):
-        raise InputError(f"'{name}' must be a finite number >= {low:g}, got {value!r}")
-    return float(value)
 
 
 @attrs.frozen

@@ -38,14 +38,22 @@ async def lock_new_run(
     return out_dir, lock
 
 
+def check_new_run_folder(output_dir: str | os.PathLike[str] | None, overwrite: bool) -> None:
+    """Refuse a folder a new run cannot go into, reading only (blocking)."""
+    if output_dir is None:
+        return
+    folder = Path(output_dir)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"output_dir {folder} is a file, not a folder")
+    _refuse_live_run(folder, overwrite, remove=False)
+
+
 def _claim_folder(output_dir: str | os.PathLike[str] | None, overwrite: bool) -> tuple[Path, bool]:
     """The run folder (made if needed) and whether this call made it."""
     if output_dir is None:
         return Path(tempfile.mkdtemp(prefix="pairbatch_")), True
     folder = Path(output_dir)
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"output_dir {folder} is a file, not a folder")
-    _refuse_live_run(folder, overwrite, remove=False)  # refuse before writing anything
+    check_new_run_folder(folder, overwrite)  # refuse before writing anything
     created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from types import TracebackType
 
+from pairbatch.errors import InputError
 from pairbatch.models import Provider
 from pairbatch.providers import get_backend
 from pairbatch.providers.base import BatchClient
 from pairbatch.retry import RetryPolicy
 from pairbatch.settings import by_provider, resolve_api_key, resolve_base_url
-from pairbatch.transport import Transport
+from pairbatch.transport import DEFAULT_RATE, Transport
 
 DEFAULT_MAX_TRIES = 5
 
@@ -78,3 +80,35 @@ class Session:
     def counters(self) -> dict[str, int]:
         """Requests, retries and 429s so far (the transport's counters)."""
         return self.transport.counters()
+
+
+def check_number(name: str, value: object, *, low: float) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < low
+    ):
+        raise InputError(f"'{name}' must be a finite number >= {low:g}, got {value!r}")
+    return float(value)
+
+
+def rate_limits_for(
+    per_job_delay: float | None, rate_limits: Mapping[str, float] | None
+) -> dict[str, float]:
+    """Every provider's requests/second: from ``per_job_delay`` (the reference's pacing)
+    or ``rate_limits`` over the default; an :class:`InputError` for anything not a
+    positive finite number or an unknown provider."""
+    if per_job_delay is not None:
+        delay = check_number("per_job_delay", per_job_delay, low=0)
+        if delay == 0:
+            raise InputError("'per_job_delay' must be positive, got 0")
+        # Compatibility: one request per per_job_delay seconds, for each provider.
+        return {p.value: 1.0 / delay for p in Provider}
+    limits = {p.value: DEFAULT_RATE for p in Provider}
+    for name, rate in by_provider(rate_limits, "rate_limits").items():
+        value = check_number(f"rate_limits[{name.value!r}]", rate, low=0)
+        if value == 0:
+            raise InputError(f"'rate_limits[{name.value!r}]' must be positive, got 0")
+        limits[name.value] = value
+    return limits

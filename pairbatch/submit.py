@@ -44,8 +44,8 @@ from pairbatch.registry import (
     COLUMNS,
     Registry,
 )
-from pairbatch.runfolder import lock_new_run
-from pairbatch.session import Session
+from pairbatch.runfolder import check_new_run_folder, lock_new_run
+from pairbatch.session import Session, rate_limits_for
 from pairbatch.settings import SETTINGS_NAME, write_settings
 from pairbatch.transport import Transport
 
@@ -165,13 +165,14 @@ async def submit_pairs_multi_batch(
         api_keys={provider.value: api_key} if api_key else None,
         base_urls={provider.value: base_url} if base_url else None,
         max_concurrency=max_concurrency,
-        rate_limits=rate_limits,
+        rate_limits=rate_limits_for(None, rate_limits),
         max_tries={p.value: max_tries for p in Provider} | {"openai": openai_max_retries},
     )
     client = session.client(provider)  # a missing key fails here, before any file
     segments = await asyncio.to_thread(
         _load_segments, pairs, batch_size, n_segments, order, order_seed, backend_impl
     )
+    await asyncio.to_thread(check_new_run_folder, output_dir, overwrite)
     run_tag = new_run_tag()
     emit = Emitter(on_event, log)
     with verbose_logging(verbose):

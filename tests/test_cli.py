@@ -220,6 +220,65 @@ _OUT = ["--output-dir", "{out}"]
             id="missing-column",
         ),
         pytest.param(["resume", "{empty}", "--no-progress"], "registry", id="no-registry"),
+        pytest.param(["resume", "{empty}", "--per-job-delay", "0"], "per-job-delay", id="delay-0"),
+        pytest.param(["resume", "{empty}", "--rate-limit", "openai=0"], "rate-limit", id="rate-0"),
+        pytest.param(["resume", "{empty}", "--rate-limit", "openai=abc"], "abc", id="rate-abc"),
+        pytest.param(["resume", "{empty}", "--rate-limit", "foo=1"], "PROVIDER", id="rate-who"),
+        pytest.param(["resume", "{empty}", "--max-concurrency", "0"], "concurrency", id="conc-0"),
+        pytest.param(["resume", "{empty}", "--interval-seconds", "nan"], "finite", id="nan"),
+        pytest.param(["resume", "{empty}", "--timeout", "-1"], "timeout", id="timeout"),
+        pytest.param(["status", "{pairs}"], "not a run folder", id="status-file"),
+        pytest.param(
+            ["submit", "{pairs}", *SUBMIT_FLAGS, "--n-segments", "2", "--output-dir", "{pairs}"],
+            "is a file",
+            id="out-is-file",
+        ),
+        pytest.param(
+            [
+                "submit",
+                "{pairs}",
+                *SUBMIT_FLAGS,
+                "--n-segments",
+                "2",
+                *_OUT,
+                "--template-file",
+                "{empty}",
+            ],
+            "is a folder",
+            id="template-dir",
+        ),
+        pytest.param(
+            [
+                "submit",
+                "{pairs}",
+                *SUBMIT_FLAGS,
+                "--n-segments",
+                "2",
+                *_OUT,
+                "--template-file",
+                "{binary}",
+            ],
+            "not UTF-8",
+            id="template-binary",
+        ),
+        pytest.param(
+            [
+                "submit",
+                "{pairs}",
+                *SUBMIT_FLAGS,
+                "--n-segments",
+                "2",
+                *_OUT,
+                "--option",
+                "temperature=nan",
+            ],
+            "finite",
+            id="option-nan",
+        ),
+        pytest.param(["resume", "{binreg}", "--no-progress"], "not UTF-8", id="binary-registry"),
+        pytest.param(
+            ["submit", "{pairs}", "--backend", "foo", "--model", "m"], "foo", id="backend"
+        ),
     ],
 )
 async def test_usage_errors_exit_2_with_one_line(
@@ -227,11 +286,18 @@ async def test_usage_errors_exit_2_with_one_line(
 ) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
+    binary = tmp_path / "template.txt"
+    binary.write_bytes(b"\xff\xfe{SAMPLE_1}")
+    binreg = tmp_path / "binreg"
+    binreg.mkdir()
+    (binreg / "jobs_registry.csv").write_bytes(b"segment_index,provider\n\xff\x00\x01")
     names = {
         "pairs": pairs_csv[0],
         "bad": _write_bad_pairs(tmp_path),
         "out": tmp_path / "out",
         "empty": empty,
+        "binary": binary,
+        "binreg": binreg,
     }
     argv = [a.format(**names) for a in args]
     # A key is present so that the failure is the one under test, not a missing key;

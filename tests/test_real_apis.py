@@ -207,3 +207,20 @@ def test_an_unknown_state_is_polled_only_until_the_completion_window_ends(tmp_pa
     assert past(None, young, status) is status  # type: ignore[arg-type]
     ended = past(None, old, status)  # type: ignore[arg-type]
     assert ended.state is BatchState.FAILED and "unknown state PARTIALLY_DONE" in ended.outcome
+
+
+async def test_the_readme_tutorial_analysis_runs_as_written_on_a_run_where_all_failed(
+    tmp_path: Path,
+) -> None:
+    import re
+
+    faults = {"openai": FaultConfig(batch_failed_rate=1.0)}
+    async with ProviderEmulator(latency=0.1, faults=faults) as emu:
+        await submit(emu, "openai", "gpt-4.1-mini", tmp_path, order="both")
+        result = await resume(emu, tmp_path)
+    assert result.combined.height == 0 and result.failed_attempts.height == 12
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    tutorial = re.search(r"# 3\. analyse with Polars.*?\n\n\n", readme, re.S)
+    assert tutorial is not None
+    code = "\n".join(line[4:] for line in tutorial.group(0).splitlines()[1:])
+    exec(compile(code, "README.md", "exec"), {"result": result, "print": lambda *a: None})

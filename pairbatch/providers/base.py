@@ -8,6 +8,7 @@ to one :class:`~pairbatch.transport.Transport` and one set of credentials.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -97,6 +98,8 @@ def check_number(
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InputError(f"option {name!r} must be a number, got {value!r}")
+    if not math.isfinite(value):  # NaN would be sent as null, inf as a string
+        raise InputError(f"option {name!r} must be a finite number, got {value!r}")
     if (low is not None and value < low) or (high is not None and value > high):
         raise InputError(f"option {name!r} must be within [{low}, {high}], got {value!r}")
     return value
