@@ -228,6 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--wide", action="store_true", help="full batch ids and errors")
     status.add_argument("--refresh", action="store_true", help="ask the providers for live states")
 
+    retry = command("retry", "send a finished run's failed pairs again, as new segments")
+    retry.add_argument("output_dir", help="the run folder")
+    retry.add_argument("--max-attempts", type=count, default=3, help="attempts per pair, in all")
+    retry.add_argument(
+        "--codes", default=None, help="only failures with these error codes (comma-separated)"
+    )
+    retry.add_argument("--batch-size", type=count, default=None, help="pairs per new batch")
+
     cancel = command("cancel", "cancel a run's unfinished batches")
     cancel.add_argument("output_dir", help="the run folder")
 
@@ -380,6 +388,24 @@ async def _status(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAILURES
 
 
+async def _retry(args: argparse.Namespace) -> int:
+    from pairbatch.retries import retry_failed
+
+    codes = None if args.codes is None else {c.strip() for c in args.codes.split(",") if c.strip()}
+    result = await retry_failed(
+        args.output_dir,
+        max_attempts=args.max_attempts,
+        codes=codes,
+        batch_size=args.batch_size,
+        verbose=args.verbose,
+    )
+    for job in result.jobs:
+        print(f"segment {job.segment_index}: {job.status.value} {job.batch_id or job.error}")
+    n = sum(j.n_pairs for j in result.jobs)
+    print(f"{n} pair(s) sent again in {len(result.jobs)} batch(es); run `pairbatch resume`")
+    return EXIT_FAILURES if result.failed else EXIT_OK
+
+
 async def _cancel(args: argparse.Namespace) -> int:
     from pairbatch.manage import cancel_multi_batches
 
@@ -429,6 +455,7 @@ _COMMANDS = {
     "resume": lambda args: _first(_resume(args)),
     "status": _status,
     "cancel": _cancel,
+    "retry": _retry,
     "demo": _demo,
     "emulator": _emulator,
 }

@@ -384,28 +384,30 @@ def _merge(csv_records: list[_Read], journal: list[_Read]) -> dict[int, tuple[Jo
     return merged
 
 
-def _run_segments(output_dir: Path) -> tuple[set[int] | None, str | None]:
-    """The segments and run tag ``run_settings.json`` lists (``None`` if it has none)."""
+def _run_segments(output_dir: Path) -> tuple[set[int] | None, set[int], str | None]:
+    """The segments, the pending ones (a retry's new segments whose intents may not be
+    recorded yet) and the run tag ``run_settings.json`` lists (``None`` if none)."""
     try:
         settings = orjson.loads((output_dir / SETTINGS_NAME).read_bytes())
     except (OSError, orjson.JSONDecodeError):
-        return None, None
+        return None, set(), None
     if not isinstance(settings, dict):
-        return None, None
+        return None, set(), None
     segments = settings.get("segments")
+    pending = settings.get("pending_segments") or []
     tag = settings.get("run_tag") if isinstance(settings.get("run_tag"), str) else None
     if not isinstance(segments, list) or not all(isinstance(s, int) for s in segments):
-        return None, tag
-    return set(segments), tag
+        return None, set(), tag
+    return set(segments), {s for s in pending if isinstance(s, int)}, tag
 
 
 def _check_against_run(
     output_dir: Path, merged: Mapping[int, tuple[Job, int, str]], source: Path
 ) -> None:
-    segments, tag = _run_segments(output_dir)
+    segments, pending, tag = _run_segments(output_dir)
     if segments is not None:
         for job, _, where in merged.values():
-            if job.segment_index not in segments:
+            if job.segment_index not in segments | pending:
                 raise RegistryError(
                     f"{where}: segment {job.segment_index} is not a segment of this run "
                     f"({SETTINGS_NAME} lists {_ranges(segments)})"

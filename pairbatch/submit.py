@@ -287,9 +287,11 @@ def _write_segments(
     plan: _Plan,
     options: Mapping[str, Any],
     backend: Any,
-    extra: Mapping[str, Any],
+    extra: Mapping[str, Any] | None,
+    first_index: int = 1,
 ) -> list[Job]:
-    """Phase 1 (blocking): every segment's pairs and request file, then the settings.
+    """Phase 1 (blocking): every segment's pairs and request file, then the settings
+    (``extra`` is added to them; ``None``: the caller writes them).
 
     On any failure (a full disk, say) the files written so far are removed: no intent
     exists yet, so nothing can refer to them.
@@ -298,7 +300,7 @@ def _write_segments(
     written: list[Path] = []
     try:
         offset = 0
-        for index, segment in enumerate(segments, start=1):
+        for index, segment in enumerate(segments, start=first_index):
             keyed = assign_custom_ids(segment, run_tag, index, offset)
             offset += segment.height
             job = _intent(out_dir, index, provider, model, run_tag, segment.height)
@@ -326,6 +328,8 @@ def _write_segments(
                 describe(input_path, rows=keyed.height, hashed=True),
             )
             jobs.append(attrs.evolve(job, files=checks))
+        if extra is None:
+            return jobs
         written.append(out_dir / SETTINGS_NAME)
         write_settings(
             out_dir,
