@@ -90,7 +90,7 @@ def pairs_csv(tmp_path: Path) -> tuple[Path, pl.DataFrame]:
 
 
 def read_combined(path: Path) -> pl.DataFrame:
-    # Everything as text, so "007" stays "007"; the library writes nulls as NA.
+    # Everything as text, so "007" stays "007"; missing values are empty fields.
     return pl.read_csv(path, infer_schema=False)
 
 
@@ -345,10 +345,17 @@ async def test_demo_small(tmp_path: Path) -> None:
         "demo", "--output-dir", "tmp", "--pairs", "30", "--latency", "0.5", cwd=tmp_path
     )
     assert ran.rc == 0, ran.stdout + ran.stderr
-    assert "30 pairs x 3 providers" in ran.stdout
-    assert "verdicts matching the emulator's judge: 90/90" in ran.stdout
+    assert "30 pairs x 2 orders x 3 providers" in ran.stdout
+    assert "verdicts equal to the emulator judge's answers: 180/180" in ran.stdout
+    assert "McNemar p" in ran.stdout and "top scores:" in ran.stdout
+    assert (tmp_path / "tmp" / "report.html").stat().st_size > 10_000
     for provider in ("openai", "anthropic", "gemini"):
         assert provider in ran.stdout
         combined = tmp_path / "tmp" / provider / "combined_results.csv"
         assert combined.exists()
-        assert read_combined(combined).height == 30
+        assert read_combined(combined).height == 60
+    # A finished demo is replaced by the next one; nothing is refused.
+    again = await run_cli(
+        "demo", "--output-dir", "tmp", "--pairs", "10", "--latency", "0.2", cwd=tmp_path
+    )
+    assert again.rc == 0, again.stderr
