@@ -18,9 +18,10 @@ from typing import Any, NoReturn
 
 from pairbatch.cli_study import add_study_commands, run_study_command
 from pairbatch.errors import InputError, PairbatchError, RegistryError
+from pairbatch.models import Provider
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
-PROVIDERS = ("openai", "anthropic", "gemini")
+PROVIDERS = tuple(p.value for p in Provider)
 
 
 class _UsageError(Exception):
@@ -120,12 +121,11 @@ def _options(items: Sequence[str] | None) -> dict[str, Any]:
 
 
 def _options_epilog() -> str:
-    from pairbatch.providers import anthropic, gemini, openai
+    from pairbatch.providers import all_info
 
     lines = ["provider options (--option NAME=VALUE):"]
-    for name, module in (("openai", openai), ("anthropic", anthropic), ("gemini", gemini)):
-        names = sorted(getattr(module, "_OPTIONS", ()))
-        lines.append(f"  {name}: {', '.join(names)}")
+    for info in all_info():
+        lines.append(f"  {info.provider.value}: {', '.join(sorted(info.options))}")
     return "\n".join(lines)
 
 

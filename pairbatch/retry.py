@@ -2,9 +2,9 @@
 
 Retried: connection errors and timeouts, HTTP 408, 409, 429, 5xx and 529, unless the
 server says ``x-should-retry: false`` (or forces a retry with ``true``). Never retried:
-other 4xx, OpenAI ``insufficient_quota`` and Gemini per-day quota 429s, which cannot
-succeed until a human acts or the day ends. The wait is the server's own delay when it
-gives one (``retry-after-ms``, ``retry-after`` in seconds or as an HTTP date, Gemini's
+other 4xx, and the 429s a provider's module says cannot succeed until a human acts or the
+day ends (OpenAI ``insufficient_quota``, Gemini per-day quotas: ``RetryPolicy.exhausted``).
+The wait is the server's own delay when it gives one (``retry-after-ms``, ``retry-after`` in seconds or as an HTTP date, Gemini's
 ``RetryInfo.retryDelay``), else ``min(base * 2**k, max_delay)`` times a jitter in
 [0.75, 1]. A server delay above ``max_server_delay`` gives up at once rather than
 hammer the server early or sit silently for an hour.
@@ -74,6 +74,8 @@ class RetryPolicy:
     jitter: tuple[float, float] = attrs.field(
         default=(0.75, 1.0), converter=tuple, validator=_jitter_range
     )
+    #: The provider's test for a 429 no retry can fix (see :func:`is_retryable`).
+    exhausted: Callable[[object], bool] | None = attrs.field(default=None, eq=False)
 
     def backoff_delay(self, retries_so_far: int, rng: random.Random | None = None) -> float:
         delay = min(self.base_delay * 2**retries_so_far, self.max_delay)
@@ -183,29 +185,32 @@ def _http_date_delay(value: str, now: float | None) -> float | None:
     return max(when.timestamp() - (time.time() if now is None else now), 0.0)
 
 
-def quota_exhausted(body: object) -> bool:
-    """OpenAI ``insufficient_quota`` or a Gemini ``...PerDay...`` quota violation: a 429
-    no retry within a run can fix."""
-    body = _as_json(body)
-    error = _error_object(body)
-    if "insufficient_quota" in (error.get("code"), error.get("type")):
-        return True
-    for detail in _error_details(body):
-        violations = detail.get("violations")
-        if not isinstance(violations, list):
-            continue
-        for violation in violations:
-            if isinstance(violation, dict) and "PerDay" in str(violation.get("quotaId", "")):
-                return True
-    return False
+def error_object(body: object) -> dict[str, Any]:
+    """The ``error`` object of a JSON error body (parsed, bytes or text), or ``{}``."""
+    return _error_object(_as_json(body))
 
 
-def is_retryable(status: int, headers: Mapping[str, str], body: object = None) -> bool:
-    """Whether an HTTP answer is worth another try (``x-should-retry`` decides first)."""
+def error_details(body: object) -> list[dict[str, Any]]:
+    """The ``error.details[]`` entries of a Google-style error body."""
+    return _error_details(_as_json(body))
+
+
+def is_retryable(
+    status: int,
+    headers: Mapping[str, str],
+    body: object = None,
+    *,
+    exhausted: Callable[[object], bool] | None = None,
+) -> bool:
+    """Whether an HTTP answer is worth another try (``x-should-retry`` decides first).
+
+    ``exhausted`` is the provider's own test for a 429 that no retry within a run can fix
+    (OpenAI ``insufficient_quota``, a Gemini per-day quota; see each provider's module).
+    """
     forced = _header(headers, "x-should-retry")
     if forced is not None and forced.strip().lower() in ("true", "false"):
         return forced.strip().lower() == "true"
-    if status == 429 and quota_exhausted(body):
+    if status == 429 and exhausted is not None and exhausted(_as_json(body)):
         return False
     return status in RETRY_STATUSES or status >= 500
 

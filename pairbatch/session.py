@@ -8,7 +8,7 @@ from types import TracebackType
 
 from pairbatch.errors import InputError
 from pairbatch.models import Provider
-from pairbatch.providers import get_backend
+from pairbatch.providers import get_backend, get_info
 from pairbatch.providers.base import BatchClient
 from pairbatch.retry import RetryPolicy
 from pairbatch.settings import by_provider, resolve_api_key, resolve_base_url
@@ -50,7 +50,10 @@ class Session:
         return f"Session(providers={sorted(p.value for p in self._clients)})"
 
     def retry_policy(self, provider: Provider) -> RetryPolicy:
-        return RetryPolicy(max_tries=self._max_tries.get(provider, DEFAULT_MAX_TRIES))
+        return RetryPolicy(
+            max_tries=self._max_tries.get(provider, DEFAULT_MAX_TRIES),
+            exhausted=get_info(provider).exhausted_429,
+        )
 
     def client(self, provider: Provider | str) -> BatchClient:
         provider = Provider.parse(provider)

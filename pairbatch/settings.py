@@ -16,29 +16,9 @@ import orjson
 from pairbatch._fs import atomic_write_bytes
 from pairbatch.errors import InputError
 from pairbatch.models import Provider
+from pairbatch.providers import get_info
 
 SETTINGS_NAME = "run_settings.json"
-
-KEY_ENV: dict[Provider, tuple[str, ...]] = {
-    Provider.OPENAI: ("OPENAI_API_KEY",),
-    Provider.ANTHROPIC: ("ANTHROPIC_API_KEY",),
-    Provider.GEMINI: ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
-}
-BASE_URL_ENV: dict[Provider, str] = {
-    Provider.OPENAI: "OPENAI_BASE_URL",
-    Provider.ANTHROPIC: "ANTHROPIC_BASE_URL",
-    Provider.GEMINI: "GEMINI_BASE_URL",
-}
-DEFAULT_BASE_URL: dict[Provider, str] = {
-    Provider.OPENAI: "https://api.openai.com/v1",
-    Provider.ANTHROPIC: "https://api.anthropic.com",
-    Provider.GEMINI: "https://generativelanguage.googleapis.com",
-}
-_DISPLAY = {
-    Provider.OPENAI: "OpenAI",
-    Provider.ANTHROPIC: "Anthropic",
-    Provider.GEMINI: "Google Gemini",
-}
 
 
 def by_provider(values: Mapping[str, Any] | None, what: str) -> dict[Provider, Any]:
@@ -55,18 +35,18 @@ def by_provider(values: Mapping[str, Any] | None, what: str) -> dict[Provider, A
 def resolve_api_key(provider: Provider, explicit: str | None = None) -> str:
     if explicit:
         return explicit
-    for name in KEY_ENV[provider]:
+    info = get_info(provider)
+    for name in info.key_env:
         value = os.environ.get(name)
         if value:
             return value
-    names = " or ".join(KEY_ENV[provider])
-    raise InputError(
-        f"No API key found for {_DISPLAY[provider]}. Set {names} or pass it as an argument."
-    )
+    names = " or ".join(info.key_env)
+    raise InputError(f"No API key found for {info.display}. Set {names} or pass it as an argument.")
 
 
 def resolve_base_url(provider: Provider, explicit: str | None = None) -> str:
-    url = explicit or os.environ.get(BASE_URL_ENV[provider]) or DEFAULT_BASE_URL[provider]
+    info = get_info(provider)
+    url = explicit or os.environ.get(info.base_url_env) or info.default_base_url
     return url.rstrip("/")
 
 

@@ -37,7 +37,7 @@ from pairbatch.pairs import (
 )
 from pairbatch.preflight import preflight_check
 from pairbatch.prompts import DEFAULT_TEMPLATE, validate_template
-from pairbatch.providers import get_backend
+from pairbatch.providers import get_backend, get_info
 from pairbatch.providers.base import BatchClient, write_request_file
 from pairbatch.reconcile import Reconciler
 from pairbatch.registry import (
@@ -52,7 +52,6 @@ from pairbatch.transport import Transport
 log = logging.getLogger("pairbatch.submit")
 
 TAG = "[submit_pairs_multi_batch]"
-_DISPLAY = {Provider.OPENAI: "OpenAI", Provider.ANTHROPIC: "Anthropic", Provider.GEMINI: "Gemini"}
 
 
 def jobs_frame(jobs: list[Job]) -> pl.DataFrame:
@@ -410,14 +409,14 @@ async def _create_all(
             return await failed(current, exc, JobStatus.CREATING)
         except (ProviderError, PairbatchError, OSError) as exc:
             return await failed(registry_job(registry, job), exc, JobStatus.SUBMIT_FAILED)
-        noun = "name" if provider is Provider.GEMINI else "id"
+        info = get_info(provider)
         log.log(
             level,
             "%s Segment %d: %s batch created (%s = %s). Input path: %s",
             TAG,
             job.segment_index,
-            _DISPLAY[provider],
-            noun,
+            info.display,
+            info.batch_noun,
             job.batch_id,
             job.batch_input_path,
         )

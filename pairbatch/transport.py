@@ -426,7 +426,7 @@ class Transport:
         status = response.status
         if status == 429:
             self._count(provider, "429s")
-        if not is_retryable(status, response.headers, parsed):
+        if not is_retryable(status, response.headers, parsed, exhausted=policy.exhausted):
             return ProviderError(provider, status, message, error_type=kind)
         delay = parse_retry_after(response.headers, parsed)
         if status == 429:

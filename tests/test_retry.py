@@ -11,13 +11,14 @@ import orjson
 import pytest
 
 from pairbatch.errors import ProviderError, RetryExhaustedError
+from pairbatch.providers.gemini import per_day_quota
+from pairbatch.providers.openai import insufficient_quota
 from pairbatch.retry import (
     RetryPolicy,
     TransientError,
     call_with_retries,
     is_retryable,
     parse_retry_after,
-    quota_exhausted,
 )
 
 QUICK = RetryPolicy(max_tries=4, base_delay=0.001, max_delay=0.002)
@@ -51,13 +52,13 @@ def test_openai_insufficient_quota_not_retried() -> None:
     by_code = {
         "error": {"message": "quota", "type": "insufficient_quota", "code": "insufficient_quota"}
     }
-    assert not is_retryable(429, {"retry-after": "1"}, by_code)
+    assert not is_retryable(429, {"retry-after": "1"}, by_code, exhausted=insufficient_quota)
     by_type_only = {"error": {"message": "quota", "type": "insufficient_quota", "code": None}}
-    assert not is_retryable(429, {}, by_type_only)
+    assert not is_retryable(429, {}, by_type_only, exhausted=insufficient_quota)
     # Raw bytes work too.
-    assert not is_retryable(429, {}, orjson.dumps(by_code))
+    assert not is_retryable(429, {}, orjson.dumps(by_code), exhausted=insufficient_quota)
     rate_limited = {"error": {"type": "requests", "code": "rate_limit_exceeded", "message": "x"}}
-    assert is_retryable(429, {}, rate_limited)
+    assert is_retryable(429, {}, rate_limited, exhausted=insufficient_quota)
 
 
 def test_gemini_per_day_quota_not_retried_per_minute_is() -> None:
@@ -78,9 +79,10 @@ def test_gemini_per_day_quota_not_retried_per_minute_is() -> None:
             }
         }
 
-    assert not is_retryable(429, {}, body("GenerateRequestsPerDayPerProjectPerModel-FreeTier"))
-    assert quota_exhausted(body("GenerateRequestsPerDayPerProjectPerModel-FreeTier"))
-    assert is_retryable(429, {}, body("GenerateRequestsPerMinutePerProjectPerModel-FreeTier"))
+    day, minute = "GenerateRequestsPerDayPerProjectPerModel", "GenerateRequestsPerMinute"
+    assert not is_retryable(429, {}, body(day + "-FreeTier"), exhausted=per_day_quota)
+    assert per_day_quota(body(day + "-FreeTier"))
+    assert is_retryable(429, {}, body(minute + "PerProjectPerModel"), exhausted=per_day_quota)
 
 
 def test_odd_bodies_do_not_crash_classification() -> None:
@@ -95,7 +97,8 @@ def test_odd_bodies_do_not_crash_classification() -> None:
         {"error": {"details": [{"violations": "nope"}]}},
         {"error": {"details": [{"violations": [None, 3]}]}},
     ):
-        assert is_retryable(429, {}, body)
+        for quirk in (None, insufficient_quota, per_day_quota):
+            assert is_retryable(429, {}, body, exhausted=quirk)
 
 
 # ---------------------------------------------------------------- parse_retry_after
@@ -249,3 +252,13 @@ async def test_retries_are_logged_with_provider_status_attempt_and_wait(
         "anthropic" in m and "HTTP 529" in m and "attempt 1 of 4" in m and "0.01 s" in m
         for m in lines
     ), lines
+
+
+def test_each_providers_quota_quirk_reaches_its_clients_policy() -> None:
+    from pairbatch.models import Provider
+    from pairbatch.session import Session
+
+    session = Session()
+    assert session.retry_policy(Provider.OPENAI).exhausted is insufficient_quota
+    assert session.retry_policy(Provider.GEMINI).exhausted is per_day_quota
+    assert session.retry_policy(Provider.ANTHROPIC).exhausted is None

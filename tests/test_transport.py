@@ -11,12 +11,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+import attrs
 import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from pairbatch.errors import DownloadError, ProviderError, RetryExhaustedError
+from pairbatch.providers.gemini import per_day_quota
+from pairbatch.providers.openai import insufficient_quota
 from pairbatch.retry import RetryPolicy
 from pairbatch.transport import Redactor, Response, Transport, error_text, safe_url
 
@@ -258,9 +261,13 @@ async def test_non_retryable_errors_carry_provider_status_and_message(
         return web.Response(status=status, body=body, headers=headers)
 
     base = await serve(handler)
+    # The quota quirk is the provider's (its client's policy carries it).
+    policy = attrs.evolve(FAST, exhausted=insufficient_quota)
     async with fast_transport() as transport:
         with pytest.raises(ProviderError) as info:
-            await transport.request("openai", "GET", f"{base}/v1/batches/b", headers={})
+            await transport.request(
+                "openai", "GET", f"{base}/v1/batches/b", headers={}, retry=policy
+            )
     error = info.value
     assert not isinstance(error, RetryExhaustedError)
     assert (error.provider, error.status, error.error_type) == ("openai", status, error_type)
@@ -293,7 +300,13 @@ async def test_gemini_per_day_quota_is_not_retried(serve: Serve) -> None:
     base = await serve(handler)
     async with fast_transport() as transport:
         with pytest.raises(ProviderError) as info:
-            await transport.request("gemini", "GET", f"{base}/v1beta/batches", headers={})
+            await transport.request(
+                "gemini",
+                "GET",
+                f"{base}/v1beta/batches",
+                headers={},
+                retry=attrs.evolve(FAST, exhausted=per_day_quota),
+            )
     assert hits == 1 and info.value.error_type == "RESOURCE_EXHAUSTED"
     assert transport.counters()["429s"] == 1
 

@@ -19,6 +19,7 @@ from pairbatch.providers.base import (
     Downloaded,
     JsonApiClient,
     Options,
+    ProviderInfo,
     read_request_lines,
     reject_unknown,
 )
@@ -384,3 +385,14 @@ def _status(batch_id: str, batch: dict[str, Any]) -> BatchStatus:
 
 
 BACKEND = AnthropicBackend(parse_line, fast_line, AnthropicClient)
+
+
+INFO = ProviderInfo(
+    provider=Provider.ANTHROPIC,
+    display="Anthropic",
+    key_env=("ANTHROPIC_API_KEY",),
+    base_url_env="ANTHROPIC_BASE_URL",
+    default_base_url="https://api.anthropic.com",
+    options=anthropic_profiles.OPTIONS,
+    backend=BACKEND,
+)

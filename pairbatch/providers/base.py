@@ -39,6 +39,26 @@ if TYPE_CHECKING:
 Options = Mapping[str, Any]
 
 
+@attrs.frozen
+class ProviderInfo:
+    """Everything the rest of pairbatch knows of one provider, declared in its module:
+    names, where its key and base URL come from, its options, its backend, and its
+    error quirks. Adding a provider is its module, its line in
+    ``pairbatch/providers/__init__.py`` and its :class:`~pairbatch.models.Provider` name."""
+
+    provider: Provider
+    display: str
+    key_env: tuple[str, ...]
+    base_url_env: str
+    default_base_url: str
+    options: frozenset[str]
+    backend: Backend
+    #: What the provider calls a batch's handle in messages ("id", "name").
+    batch_noun: str = "id"
+    #: A 429 that no retry within a run can fix (a spent quota), from its parsed body.
+    exhausted_429: Callable[[object], bool] | None = attrs.field(default=None, eq=False)
+
+
 class Backend(Protocol):
     """The sync half of a provider: request lines in, parsed result frames out."""
 

@@ -20,6 +20,7 @@ from pairbatch.providers.base import (
     Downloaded,
     JsonApiClient,
     Options,
+    ProviderInfo,
     read_request_lines,
     reject_unknown,
 )
@@ -38,6 +39,7 @@ from pairbatch.results import (
     is_int64,
     text_or_none,
 )
+from pairbatch.retry import error_details
 
 log = logging.getLogger("pairbatch.providers.gemini")
 
@@ -436,3 +438,27 @@ def _int(value: object) -> int | None:
 
 
 BACKEND = GeminiBackend(parse_line, fast_line, GeminiClient)
+
+
+def per_day_quota(body: object) -> bool:
+    """A ``...PerDay...`` quota violation: nothing succeeds again before the day ends."""
+    for detail in error_details(body):
+        violations = detail.get("violations")
+        if isinstance(violations, list) and any(
+            isinstance(v, dict) and "PerDay" in str(v.get("quotaId", "")) for v in violations
+        ):
+            return True
+    return False
+
+
+INFO = ProviderInfo(
+    provider=Provider.GEMINI,
+    display="Google Gemini",
+    key_env=("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+    base_url_env="GEMINI_BASE_URL",
+    default_base_url="https://generativelanguage.googleapis.com",
+    options=gemini_profiles.OPTIONS,
+    backend=BACKEND,
+    batch_noun="name",
+    exhausted_429=per_day_quota,
+)

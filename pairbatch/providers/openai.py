@@ -18,6 +18,7 @@ from pairbatch.providers.base import (
     Downloaded,
     JsonApiClient,
     Options,
+    ProviderInfo,
     reject_unknown,
 )
 from pairbatch.providers.openai_profiles import ENDPOINTS
@@ -29,6 +30,7 @@ from pairbatch.results import (
     int_or_none,
     text_or_none,
 )
+from pairbatch.retry import error_object
 
 log = logging.getLogger("pairbatch.providers.openai")
 LIMITS = openai_profiles.LIMITS
@@ -430,3 +432,21 @@ def _from_epoch(value: object) -> datetime | None:
 
 
 BACKEND = OpenAIBackend(parse_line, fast_line, OpenAIClient)
+
+
+def insufficient_quota(body: object) -> bool:
+    """``insufficient_quota``: the account is out of credit, which no retry fixes."""
+    error = error_object(body)
+    return "insufficient_quota" in (error.get("code"), error.get("type"))
+
+
+INFO = ProviderInfo(
+    provider=Provider.OPENAI,
+    display="OpenAI",
+    key_env=("OPENAI_API_KEY",),
+    base_url_env="OPENAI_BASE_URL",
+    default_base_url="https://api.openai.com/v1",
+    options=openai_profiles.OPTIONS,
+    backend=BACKEND,
+    exhausted_429=insufficient_quota,
+)
