@@ -4,8 +4,8 @@ Retried: connection errors and timeouts, HTTP 408, 409, 429, 5xx and 529, unless
 server says ``x-should-retry: false`` (or forces a retry with ``true``). Never retried:
 other 4xx, and the 429s a provider's module says cannot succeed until a human acts or the
 day ends (OpenAI ``insufficient_quota``, Gemini per-day quotas: ``RetryPolicy.exhausted``).
-The wait is the server's own delay when it gives one (``retry-after-ms``, ``retry-after`` in seconds or as an HTTP date, Gemini's
-``RetryInfo.retryDelay``), else ``min(base * 2**k, max_delay)`` times a jitter in
+The wait is the server's own delay when it gives one (``retry-after-ms``,
+``retry-after`` in seconds or as an HTTP date, Gemini's ``RetryInfo.retryDelay``), else ``min(base * 2**k, max_delay)`` times a jitter in
 [0.75, 1]. A server delay above ``max_server_delay`` gives up at once rather than
 hammer the server early or sit silently for an hour.
 
