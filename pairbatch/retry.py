@@ -5,9 +5,10 @@ server says ``x-should-retry: false`` (or forces a retry with ``true``). Never r
 other 4xx, and the 429s a provider's module says cannot succeed until a human acts or the
 day ends (OpenAI ``insufficient_quota``, Gemini per-day quotas: ``RetryPolicy.exhausted``).
 The wait is the server's own delay when it gives one (``retry-after-ms``,
-``retry-after`` in seconds or as an HTTP date, Gemini's ``RetryInfo.retryDelay``), else ``min(base * 2**k, max_delay)`` times a jitter in
-[0.75, 1]. A server delay above ``max_server_delay`` gives up at once rather than
-hammer the server early or sit silently for an hour.
+``retry-after`` in seconds or as an HTTP date, Gemini's ``RetryInfo.retryDelay``), else
+``min(base * 2**k, max_delay)`` times a jitter in [0.75, 1]. A server delay above
+``max_server_delay`` gives up at once rather than hammer the server early or sit
+silently for an hour.
 
 The loop itself is the ``backoff`` package's ``on_exception``: backoff 2.x sends each
 caught exception into the wait generator (``_next_wait`` calls ``wait.send(exc)``), so
