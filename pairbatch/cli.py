@@ -81,6 +81,13 @@ def rate(text: str) -> tuple[str, float]:
     return name, positive(value)
 
 
+def rate_pair(text: str) -> tuple[float, float]:
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"{text!r} must look like IN,OUT (e.g. 0.40,1.60)")
+    return non_negative(parts[0]), non_negative(parts[1])
+
+
 def segments(text: str) -> list[int] | bool:
     if text.strip().lower() == "all":
         return True
@@ -213,6 +220,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("--order-seed", type=int, default=0, help="seed for --order random")
     submit.add_argument(
+        "--enqueued-token-limit",
+        type=count,
+        default=None,
+        help="tokens the provider's queue may hold: hold the rest back until earlier finish",
+    )
+    submit.add_argument(
+        "--price",
+        type=rate_pair,
+        default=None,
+        metavar="IN,OUT",
+        help="USD per million input,output tokens (batch discount applied)",
+    )
+    submit.add_argument("--cost-cap", type=non_negative, default=None, help="refuse a run over it")
+    submit.add_argument(
         "--no-preflight",
         dest="preflight",
         action="store_false",
@@ -308,6 +329,11 @@ async def _submit(args: argparse.Namespace) -> int:
         order=args.order,
         order_seed=args.order_seed,
         preflight=args.preflight,
+        enqueued_token_limit=args.enqueued_token_limit,
+        prices=None
+        if args.price is None
+        else {"input_per_million": args.price[0], "output_per_million": args.price[1]},
+        cost_cap=args.cost_cap,
         **_options(args.option),
     )
     for job in result.jobs:
@@ -375,7 +401,7 @@ async def _resume(args: argparse.Namespace, **extra: Any) -> tuple[int, Any]:
 
 
 async def _status(args: argparse.Namespace) -> int:
-    from pairbatch.manage import live_states, status_table
+    from pairbatch.manage import budget_line, live_states, status_table
     from pairbatch.status_view import render
 
     folder = Path(args.output_dir)
@@ -384,6 +410,9 @@ async def _status(args: argparse.Namespace) -> int:
     live = await live_states(folder) if args.refresh else None
     table = await asyncio.to_thread(status_table, folder, live)
     print(render(table, wide=args.wide))
+    line = await asyncio.to_thread(budget_line, folder)
+    if line:
+        print(line)
     ok = table["done"].all() and (table["status"] == "succeeded").all()
     return EXIT_OK if ok else EXIT_FAILURES
 

@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 import polars as pl
 
+from pairbatch.budgets import QueueGate, read_estimates
 from pairbatch.errors import (
     InputError,
     PairbatchError,
@@ -104,6 +105,13 @@ class JobDriver:
         self.emit = emit
         self.settings = settings
         self.wakeups = wakeups or Wakeups()
+        budget = settings.get("budget") or {}
+        self.queue = QueueGate(
+            budget.get("enqueued_token_limit"), read_estimates(settings), self.jobs.values
+        )
+        # With a queue limit, creates go one at a time: each sees the queue its
+        # predecessor left (room is checked and taken as one step).
+        self._create_turn = asyncio.Lock()
         self.reconciler = Reconciler(self.client_for, lambda: self.jobs.values())
         self.rng = random.Random()
         self.level = logging.INFO if options.verbose else logging.DEBUG
@@ -114,6 +122,7 @@ class JobDriver:
     async def record(self, job: Job) -> Job:
         self.jobs[job.segment_index] = job
         await self.registry.record(job)
+        await self.queue.changed()
         return job
 
     # ------------------------------------------------------------ one job
@@ -164,7 +173,13 @@ class JobDriver:
         path, options, files = await asyncio.to_thread(self.sendable, job)
         job = attrs.evolve(job, files=files)
         try:
-            job = await self.reconciler.send(job, path, options, self.record)
+            async with self._create_turn:
+                if not self.queue.fits(job):
+                    self.say(
+                        "segment %d: waiting for room in the provider's queue", job.segment_index
+                    )
+                    await self.queue.wait_for_room(job)
+                job = await self.reconciler.send(job, path, options, self.record)
         except UnresolvedBatchError as exc:
             job = self.jobs.get(job.segment_index, job)
             raise PairbatchError(str(exc)) from None

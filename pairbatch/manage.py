@@ -158,3 +158,37 @@ async def cancel_multi_batches(
         sorted(cancelled, key=lambda j: j.segment_index),
         sorted(failed, key=lambda item: item[0].segment_index),
     )
+
+
+def budget_line(output_dir: str | os.PathLike[str]) -> str | None:
+    """Estimated tokens (and cost) of the run as submitted, and what the finished jobs'
+    answers report so far; ``None`` for a run with no estimates (older versions)."""
+    from pairbatch.budgets import Prices, actual_tokens, read_estimates
+    from pairbatch.outcomes import load_outcome
+    from pairbatch.settings import read_settings
+
+    folder = Path(output_dir)
+    settings = read_settings(folder)
+    estimates = read_estimates(settings)
+    if not estimates:
+        return None
+    budget = settings.get("budget") or {}
+    prices = Prices.coerce(budget.get("prices"))
+    est_in = sum(e.input_tokens for e in estimates.values())
+    est_out = sum(e.output_tokens for e in estimates.values())
+    frames = []
+    for job in read_registry(folder):
+        if job.done:
+            outcome = load_outcome(job)
+            frames += [outcome.results, outcome.failed_attempts]
+    got_in, got_out = actual_tokens(frames)
+    text = f"tokens: estimated {est_in:,} in + {est_out:,} out (at most)"
+    if prices is not None:
+        text += f" ~${prices.cost(est_in, est_out):,.2f}"
+    text += f"; answered so far {got_in:,} in + {got_out:,} out"
+    if prices is not None:
+        text += f" = ${prices.cost(got_in, got_out):,.2f}"
+    limit = budget.get("enqueued_token_limit")
+    if limit:
+        text += f"; enqueued-token limit {limit:,}"
+    return text

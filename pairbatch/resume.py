@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 import polars as pl
 
+from pairbatch.budgets import Prices, actual_tokens
 from pairbatch.drive import JobDriver, ResumeOptions
 from pairbatch.errors import (
     InputError,
@@ -301,6 +302,10 @@ class ResumeResult:
     failed_attempts: pl.DataFrame
     batch_failures: pl.DataFrame
     combined_csv_path: Path | None = None
+    #: Tokens the answers report (results and failed attempts), and their cost when the
+    #: run was submitted with ``prices`` (the batch discount applied).
+    tokens: tuple[int, int] = (0, 0)
+    cost: float | None = None
 
     @property
     def errors(self) -> list[str]:
@@ -397,11 +402,17 @@ async def resume_multi_batches(
                 TAG,
                 written,
             )
+    failed_frame = failed if failed is not None else empty_failed()
+    tokens = actual_tokens([combined, failed_frame])
+    budget = (await asyncio.to_thread(read_settings, out_dir)).get("budget") or {}
+    prices = Prices.coerce(budget.get("prices"))
     return ResumeResult(
+        tokens=tokens,
+        cost=None if prices is None else prices.cost(*tokens),
         jobs=final_jobs,
         outcomes=ordered,
         combined=combined,
-        failed_attempts=failed if failed is not None else empty_failed(),
+        failed_attempts=failed_frame,
         batch_failures=failures if failures is not None else empty_batch_failures(),
         combined_csv_path=written,
     )

@@ -21,21 +21,30 @@ TAG = "[submit_pairs_multi_batch]"
 
 async def lock_new_run(
     output_dir: str | os.PathLike[str] | None, overwrite: bool
-) -> tuple[Path, RunLock]:
-    """The run folder, made if needed and locked; refused if it holds a live run."""
+) -> tuple[Path, RunLock, bool]:
+    """The run folder, made if needed and locked, and whether this call made it;
+    refused if it holds a live run."""
     out_dir, created_dir = await asyncio.to_thread(_claim_folder, output_dir, overwrite)
     lock = RunLock(out_dir, "submit")
     try:
         await asyncio.to_thread(lock.acquire)
         await asyncio.to_thread(_refuse_live_run, out_dir, overwrite)
     except BaseException:
-        lock.release()
-        if created_dir:
-            await asyncio.to_thread(_remove_empty, out_dir)
+        await asyncio.to_thread(abandon_new_run, out_dir, lock, created_dir)
         raise
     if output_dir is None:
         log.warning("%s no output_dir given; the run folder is %s", TAG, out_dir)
-    return out_dir, lock
+    return out_dir, lock, created_dir
+
+
+def abandon_new_run(folder: Path, lock: RunLock, created: bool) -> None:
+    """Undo claiming a folder for a submit that stopped before recording any intent: a
+    folder this submit made is removed again, so a refused submit leaves nothing."""
+    lock.release()
+    if created:
+        with contextlib.suppress(OSError):
+            lock.path.unlink()
+        _remove_empty(folder)
 
 
 def check_new_run_folder(output_dir: str | os.PathLike[str] | None, overwrite: bool) -> None:

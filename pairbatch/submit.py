@@ -20,6 +20,7 @@ import attrs
 import polars as pl
 
 from pairbatch import _crash
+from pairbatch.budgets import Budget, Prices, plan_budget
 from pairbatch.design import apply_order
 from pairbatch.errors import InputError, PairbatchError, ProviderError, UnresolvedBatchError
 from pairbatch.events import Emitter, Event, EventHandler, EventKind, verbose_logging
@@ -44,7 +45,7 @@ from pairbatch.registry import (
     COLUMNS,
     Registry,
 )
-from pairbatch.runfolder import check_new_run_folder, lock_new_run
+from pairbatch.runfolder import abandon_new_run, check_new_run_folder, lock_new_run
 from pairbatch.session import Session, rate_limits_for
 from pairbatch.settings import SETTINGS_NAME, write_settings
 from pairbatch.transport import Transport
@@ -88,9 +89,14 @@ class SubmitResult:
 
     @property
     def failed(self) -> list[Job]:
-        """Segments with no batch id yet: ``submit_failed``, or ``intent`` when a create's
+        """Segments whose create failed: ``submit_failed``, or ``creating`` when its
         outcome is unknown and resume must reconcile it first."""
-        return [job for job in self.jobs if job.batch_id is None]
+        return [j for j in self.jobs if j.batch_id is None and j.status is not JobStatus.INTENT]
+
+    @property
+    def held(self) -> list[Job]:
+        """Segments held back for the enqueued-token limit (resume sends them)."""
+        return [j for j in self.jobs if j.batch_id is None and j.status is JobStatus.INTENT]
 
 
 async def submit_pairs_multi_batch(
@@ -119,6 +125,9 @@ async def submit_pairs_multi_batch(
     order: str = "as_given",
     order_seed: int = 0,
     preflight: bool = True,
+    enqueued_token_limit: int | None = None,
+    prices: Prices | Mapping[str, float] | None = None,
+    cost_cap: float | None = None,
     **provider_options: Any,
 ) -> SubmitResult:
     """Split ``pairs`` into segments and create one provider batch per segment.
@@ -138,6 +147,10 @@ async def submit_pairs_multi_batch(
        when ``write_registry``);
     3. create the batches concurrently, each recorded as ``creating`` before it is sent.
 
+    Budgets (see :mod:`pairbatch.budgets`): with ``enqueued_token_limit`` the segments
+    that would take the provider's queue over it stay ``intent`` and resume creates them
+    as earlier batches finish; with ``prices`` and ``cost_cap`` a run whose estimate
+    exceeds the cap is refused before anything is created.
     ``order`` is ``"as_given"``, ``"random"`` (each pair's order drawn from ``order_seed``
     and its key) or ``"both"`` (every pair judged in both orders, linked by ``pair_uid``;
     see :func:`pairbatch.design.apply_order`). A segment over the provider's request or
@@ -159,6 +172,7 @@ async def submit_pairs_multi_batch(
     )
     backend_impl = get_backend(provider)
     options = backend_impl.prepare_options(model, provider_options)
+    budget = Budget.check(enqueued_token_limit, prices, cost_cap)
     session = Session(
         transport=transport,
         api_keys={provider.value: api_key} if api_key else None,
@@ -180,32 +194,49 @@ async def submit_pairs_multi_batch(
             if preflight:
                 first = assign_custom_ids(segments[0].head(1), run_tag, 1, 0)
                 checked = await preflight_check(client, backend_impl, first, model, plan, options)
-            out_dir, lock = await lock_new_run(output_dir, overwrite)
+            out_dir, lock, created = await lock_new_run(output_dir, overwrite)
             try:
-                jobs = await asyncio.to_thread(
-                    _write_segments,
-                    out_dir,
-                    segments,
-                    provider,
-                    model,
-                    run_tag,
-                    plan,
-                    options,
-                    backend_impl,
-                    {"order": order, "order_seed": order_seed, "preflight": checked},
-                )
+                try:
+                    jobs = await asyncio.to_thread(
+                        _write_segments,
+                        out_dir,
+                        segments,
+                        provider,
+                        model,
+                        run_tag,
+                        plan,
+                        options,
+                        backend_impl,
+                        {"order": order, "order_seed": order_seed, "preflight": checked},
+                    )
+                    held = await asyncio.to_thread(
+                        plan_budget, out_dir, jobs, options, checked, budget
+                    )
+                except BaseException:
+                    await asyncio.to_thread(abandon_new_run, out_dir, lock, created)
+                    raise
                 registry = Registry(out_dir, jobs, csv=write_registry)
                 await asyncio.to_thread(registry.write_now)  # phase 2: every intent, durably
                 _crash.point("submit:intents")
                 try:
                     submitted = await _create_all(
-                        jobs, client, registry, options, emit, verbose, provider
+                        [j for j in jobs if j.segment_index not in held],
+                        client,
+                        registry,
+                        options,
+                        emit,
+                        verbose,
+                        provider,
                     )
+                    submitted += await _hold(registry, [j for j in jobs if j.segment_index in held])
                 finally:
                     await asyncio.shield(registry.close())
             finally:
                 lock.release()
-    failures = [job for job in submitted if job.batch_id is None]
+    submitted.sort(key=lambda j: j.segment_index)
+    failures = [
+        job for job in submitted if job.batch_id is None and job.status is not JobStatus.INTENT
+    ]
     if failures:
         log.error(
             "%s %d of %d segment(s) failed to submit; resume_multi_batches() will retry them",
@@ -372,6 +403,13 @@ def _intent(
         run_tag=run_tag,
         updated_at=utcnow(),
     )
+
+
+async def _hold(registry: Registry, jobs: list[Job]) -> list[Job]:
+    """Segments held back by the queue limit: intents (never sent) saying why."""
+    held = [j.transition(error="queued: waiting for room under enqueued_token_limit") for j in jobs]
+    await asyncio.gather(*(registry.record(j) for j in held))
+    return held
 
 
 async def _create_all(
