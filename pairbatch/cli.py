@@ -305,6 +305,11 @@ def _read_template(name: str) -> str:
     return validate_template(text)
 
 
+def _print_jobs(jobs: Sequence[Any]) -> None:
+    for job in jobs:
+        print(f"segment {job.segment_index}: {job.status.value} {job.batch_id or job.error}")
+
+
 async def _submit(args: argparse.Namespace) -> int:
     from pairbatch.prompts import DEFAULT_TEMPLATE
     from pairbatch.submit import submit_pairs_multi_batch
@@ -336,8 +341,7 @@ async def _submit(args: argparse.Namespace) -> int:
         cost_cap=args.cost_cap,
         **_options(args.option),
     )
-    for job in result.jobs:
-        print(f"segment {job.segment_index}: {job.status.value} {job.batch_id or job.error}")
+    _print_jobs(result.jobs)
     print(f"registry: {Path(result.output_dir) / 'jobs_registry.csv'}")
     return EXIT_FAILURES if result.failed else EXIT_OK
 
@@ -428,8 +432,7 @@ async def _retry(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         verbose=args.verbose,
     )
-    for job in result.jobs:
-        print(f"segment {job.segment_index}: {job.status.value} {job.batch_id or job.error}")
+    _print_jobs(result.jobs)
     n = sum(j.n_pairs for j in result.jobs)
     print(f"{n} pair(s) sent again in {len(result.jobs)} batch(es); run `pairbatch resume`")
     return EXIT_FAILURES if result.failed else EXIT_OK

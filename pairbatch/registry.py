@@ -293,14 +293,21 @@ def _decode_text(path: Path, data: bytes) -> str:
         ) from None
 
 
-def _read_csv(path: Path) -> list[_Read]:
-    base = path.parent
+def _read_bytes(path: Path) -> bytes | None:
+    """The file's bytes; ``None`` when it does not exist; an error naming it otherwise."""
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
-        return []
+        return None
     except OSError as exc:
         raise RegistryError(f"{path}: cannot be read ({exc.strerror})") from None
+
+
+def _read_csv(path: Path) -> list[_Read]:
+    base = path.parent
+    data = _read_bytes(path)
+    if data is None:
+        return []
     text = _decode_text(path, data)
     if "\x00" in text:
         raise RegistryError(f"{path}: holds NUL bytes; the file is damaged")
@@ -337,12 +344,9 @@ def _journal_lines(data: bytes) -> tuple[list[bytes], bool]:
 
 
 def _read_journal(path: Path, base: Path) -> list[_Read]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    data = _read_bytes(path)
+    if data is None:
         return []
-    except OSError as exc:
-        raise RegistryError(f"{path}: cannot be read ({exc.strerror})") from None
     lines, torn = _journal_lines(data)
     out: list[_Read] = []
     for number, line in enumerate(lines, start=1):

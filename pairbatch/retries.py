@@ -36,7 +36,7 @@ from pairbatch.outcomes import load_outcome
 from pairbatch.pairs import split_pairs
 from pairbatch.providers import get_backend
 from pairbatch.registry import Registry
-from pairbatch.session import Session, rate_limits_for
+from pairbatch.session import Session, one_provider_session
 from pairbatch.settings import require_settings, write_settings
 from pairbatch.settle import segment_pairs
 from pairbatch.submit import SubmitResult, _create_all, _Plan, _write_segments
@@ -138,13 +138,15 @@ async def retry_failed(
         registry = await asyncio.to_thread(Registry.open, folder)
         settings = await asyncio.to_thread(_settings, folder, registry)
         provider = Provider.parse(settings["provider"])
-        session = Session(
+        session = one_provider_session(
+            provider,
             transport=transport,
-            api_keys={provider.value: api_key} if api_key else None,
-            base_urls={provider.value: base_url} if base_url else None,
+            api_key=api_key,
+            base_url=base_url,
             max_concurrency=max_concurrency,
-            rate_limits=rate_limits_for(None, rate_limits),
-            max_tries={p.value: max_tries for p in Provider} | {"openai": openai_max_retries},
+            rate_limits=rate_limits,
+            max_tries=max_tries,
+            openai_max_retries=openai_max_retries,
         )
         try:
             with verbose_logging(verbose):

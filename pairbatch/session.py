@@ -115,3 +115,25 @@ def rate_limits_for(
             raise InputError(f"'rate_limits[{name.value!r}]' must be positive, got 0")
         limits[name.value] = value
     return limits
+
+
+def one_provider_session(
+    provider: Provider,
+    *,
+    transport: Transport | None,
+    api_key: str | None,
+    base_url: str | None,
+    max_concurrency: int,
+    rate_limits: Mapping[str, float] | None,
+    max_tries: int,
+    openai_max_retries: int,
+) -> Session:
+    """The session a submit (or a retry) of one provider's run uses."""
+    return Session(
+        transport=transport,
+        api_keys={provider.value: api_key} if api_key else None,
+        base_urls={provider.value: base_url} if base_url else None,
+        max_concurrency=max_concurrency,
+        rate_limits=rate_limits_for(None, rate_limits),
+        max_tries={p.value: max_tries for p in Provider} | {"openai": openai_max_retries},
+    )

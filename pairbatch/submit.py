@@ -46,7 +46,7 @@ from pairbatch.registry import (
     Registry,
 )
 from pairbatch.runfolder import abandon_new_run, check_new_run_folder, lock_new_run
-from pairbatch.session import Session, rate_limits_for
+from pairbatch.session import one_provider_session
 from pairbatch.settings import SETTINGS_NAME, write_settings
 from pairbatch.transport import Transport
 
@@ -173,13 +173,15 @@ async def submit_pairs_multi_batch(
     backend_impl = get_backend(provider)
     options = backend_impl.prepare_options(model, provider_options)
     budget = Budget.check(enqueued_token_limit, prices, cost_cap)
-    session = Session(
+    session = one_provider_session(
+        provider,
         transport=transport,
-        api_keys={provider.value: api_key} if api_key else None,
-        base_urls={provider.value: base_url} if base_url else None,
+        api_key=api_key,
+        base_url=base_url,
         max_concurrency=max_concurrency,
-        rate_limits=rate_limits_for(None, rate_limits),
-        max_tries={p.value: max_tries for p in Provider} | {"openai": openai_max_retries},
+        rate_limits=rate_limits,
+        max_tries=max_tries,
+        openai_max_retries=openai_max_retries,
     )
     client = session.client(provider)  # a missing key fails here, before any file
     segments = await asyncio.to_thread(

@@ -6,6 +6,7 @@ import random
 
 import polars as pl
 
+import pairbatch
 from pairbatch.resume import ResumeResult
 from pairbatch.testing import ProviderEmulator, expected_winner
 
@@ -59,3 +60,27 @@ def check_run(result: ResumeResult, pairs: pl.DataFrame) -> None:
         given = set(zip(pairs["ID1"], pairs["ID2"], strict=True))
         got = set(zip(combined["ID1"], combined["ID2"], strict=True))
         assert got <= given
+
+
+async def submit_to(
+    emu: ProviderEmulator,
+    provider: str,
+    pairs: pl.DataFrame,
+    out: object,
+    *,
+    n_segments: int = 3,
+    **options: object,
+) -> pairbatch.SubmitResult:
+    """Submit ``pairs`` to one emulated provider with the tests' defaults."""
+    return await pairbatch.submit_pairs_multi_batch(
+        pairs,
+        model=MODELS[provider],
+        trait_name="T",
+        trait_description="D",
+        backend=provider,
+        n_segments=n_segments,
+        output_dir=out,  # type: ignore[arg-type]
+        api_key="k",
+        base_url=emu.base_url(provider),
+        **options,  # type: ignore[arg-type]
+    )

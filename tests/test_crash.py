@@ -13,7 +13,7 @@ import polars as pl
 import pairbatch
 from pairbatch import registry as reg
 from pairbatch.testing import ProviderEmulator
-from tests.engine_helpers import MODELS, check_run, credentials, study_pairs
+from tests.engine_helpers import check_run, credentials, study_pairs, submit_to
 
 RESUME = """
 import asyncio, json, sys
@@ -34,17 +34,8 @@ async def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path: Path) 
     async with ProviderEmulator(latency=(0.3, 4.0), seed=21) as emu:
         creds = credentials(emu)
         for name in ("crashed", "clean"):
-            await pairbatch.submit_pairs_multi_batch(
-                pairs,
-                model=MODELS["openai"],
-                trait_name="T",
-                trait_description="D",
-                backend="openai",
-                n_segments=10,
-                output_dir=tmp_path / name,
-                write_registry=True,
-                api_key="k",
-                base_url=creds["base_urls"]["openai"],
+            await submit_to(
+                emu, "openai", pairs, tmp_path / name, n_segments=10, write_registry=True
             )
         crashed = tmp_path / "crashed"
         proc = await asyncio.create_subprocess_exec(

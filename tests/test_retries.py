@@ -12,7 +12,7 @@ import pytest
 import pairbatch
 from pairbatch.retries import retry_failed
 from pairbatch.testing import FaultConfig, ProviderEmulator
-from tests.engine_helpers import MODELS, credentials, study_pairs
+from tests.engine_helpers import MODELS, credentials, study_pairs, submit_to
 from tests.test_cli import run_cli
 
 FAULTS = FaultConfig(request_error_rate=0.25, no_tag_rate=0.15)
@@ -97,17 +97,7 @@ async def test_retry_refuses_a_run_that_is_not_done(tmp_path: Path) -> None:
     pairs = study_pairs(6)
     async with ProviderEmulator(latency=30.0) as emu:
         creds = credentials(emu)
-        await pairbatch.submit_pairs_multi_batch(
-            pairs,
-            model=MODELS["openai"],
-            trait_name="T",
-            trait_description="D",
-            backend="openai",
-            n_segments=2,
-            output_dir=tmp_path,
-            api_key="k",
-            base_url=creds["base_urls"]["openai"],
-        )
+        await submit_to(emu, "openai", pairs, tmp_path, n_segments=2)
         with pytest.raises(pairbatch.InputError, match="not done; resume the run"):
             await retry_failed(tmp_path, api_key="k", base_url=creds["base_urls"]["openai"])
 

@@ -20,7 +20,7 @@ from pairbatch import registry as reg
 from pairbatch.lock import LOCK_NAME, RunLock
 from pairbatch.models import JobStatus
 from pairbatch.testing import FaultConfig, ProviderEmulator
-from tests.engine_helpers import MODELS, check_run, credentials, study_pairs
+from tests.engine_helpers import MODELS, check_run, credentials, study_pairs, submit_to
 from tests.test_cli import run_cli
 
 TRAIT = ["--trait", "overall_quality"]
@@ -193,17 +193,7 @@ async def test_torn_journal_then_a_second_crash_still_resumes(tmp_path: Path) ->
     pairs = study_pairs(12, seed=5)
     async with ProviderEmulator(latency=(0.3, 3.0), seed=8) as emu:
         creds = credentials(emu)
-        await pairbatch.submit_pairs_multi_batch(
-            pairs,
-            model=MODELS["openai"],
-            trait_name="T",
-            trait_description="D",
-            backend="openai",
-            n_segments=4,
-            output_dir=tmp_path,
-            api_key="k",
-            base_url=creds["base_urls"]["openai"],
-        )
+        await submit_to(emu, "openai", pairs, tmp_path, n_segments=4)
         journal = tmp_path / reg.JOURNAL_NAME
         with journal.open("ab") as handle:
             handle.write(b'{"segment_index": 2, "provi')  # a crash mid-append
@@ -227,19 +217,7 @@ async def test_torn_journal_then_a_second_crash_still_resumes(tmp_path: Path) ->
 async def finished_run(tmp_path: Path) -> tuple[Path, pl.DataFrame]:
     pairs = study_pairs(9, seed=1)
     async with ProviderEmulator(latency=0.1) as emu:
-        creds = credentials(emu)
-        await pairbatch.submit_pairs_multi_batch(
-            pairs,
-            model=MODELS["openai"],
-            trait_name="T",
-            trait_description="D",
-            backend="openai",
-            n_segments=3,
-            output_dir=tmp_path / "run",
-            write_registry=True,
-            api_key="k",
-            base_url=creds["base_urls"]["openai"],
-        )
+        await submit_to(emu, "openai", pairs, tmp_path / "run", n_segments=3, write_registry=True)
         await resume_in_process(emu, tmp_path / "run")
     return tmp_path / "run", pairs
 
@@ -251,17 +229,7 @@ async def test_deleted_results_of_a_done_job_is_named_and_can_be_fetched_again(
     out = tmp_path / "run"
     async with ProviderEmulator(latency=0.1) as emu:
         creds = credentials(emu)
-        await pairbatch.submit_pairs_multi_batch(
-            pairs,
-            model=MODELS["openai"],
-            trait_name="T",
-            trait_description="D",
-            backend="openai",
-            n_segments=3,
-            output_dir=out,
-            api_key="k",
-            base_url=creds["base_urls"]["openai"],
-        )
+        await submit_to(emu, "openai", pairs, out, n_segments=3)
         await resume_in_process(emu, out)
         (out / "batch_02_results.parquet").unlink()
         before = snapshot(out)
@@ -321,18 +289,7 @@ async def test_pending_job_with_damaged_pairs_is_named_and_sends_nothing(tmp_pat
     pairs = study_pairs(9, seed=2)
     out = tmp_path / "run"
     async with ProviderEmulator(latency=0.3) as emu:
-        creds = credentials(emu)
-        await pairbatch.submit_pairs_multi_batch(
-            pairs,
-            model=MODELS["openai"],
-            trait_name="T",
-            trait_description="D",
-            backend="openai",
-            n_segments=3,
-            output_dir=out,
-            api_key="k",
-            base_url=creds["base_urls"]["openai"],
-        )
+        await submit_to(emu, "openai", pairs, out, n_segments=3)
         pairs_file = out / "batch_01_pairs.parquet"
         original = pairs_file.read_bytes()
         # Rows missing: a whole, readable Parquet file with one pair fewer.
