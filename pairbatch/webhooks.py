@@ -1,0 +1,452 @@
+"""Receiving the providers' signed "batch finished" webhooks, to wake a job's poller at once.
+
+OpenAI (batch events) and the Gemini API (static, project-level webhooks) both sign with
+the Standard Webhooks scheme, so one verifier serves both:
+
+* headers ``webhook-id``, ``webhook-timestamp`` (integer Unix seconds) and
+  ``webhook-signature``: space-separated ``v1,<base64 HMAC-SHA256>`` entries (several
+  during a secret rotation; other versions such as ``v1a`` are skipped);
+* the HMAC key is the secret after its ``whsec_`` prefix, base64-decoded, and the signed
+  content is ``{webhook-id}.{webhook-timestamp}.{raw body}``;
+* signatures are compared in constant time, a timestamp more than ``tolerance`` (300 s)
+  away from now is refused either way, and the ``webhook-id`` is the idempotency key.
+
+Sources: the Standard Webhooks spec 1.0 (github.com/standard-webhooks/standard-webhooks,
+``spec/standard-webhooks.md``, "Signature scheme", "Webhook headers", "Verifying
+signatures") and its Python reference library; the official ``openai`` SDK's
+``resources/webhooks`` (``unwrap``/``verify_signature``, tolerance 300) and
+``lib/_webhooks.py``; Google's Gemini API webhooks guide (ai.google.dev/gemini-api/docs/
+webhooks) and launch post (May 2026), which say static webhooks follow Standard Webhooks
+with HMAC-SHA256. Gemini's *dynamic* webhooks (per-job ``webhook_config``) are signed with
+RS256 JWTs checked against Google's JWKS instead; they are not supported here.
+
+An event is only a hint (see :mod:`pairbatch.wakeups`): the poll it triggers confirms the
+state, so a valid event for an unknown batch is answered 200 and a redelivered one costs
+nothing. Secrets are never logged, shown in a repr or put in an error message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from typing import Any
+
+import attrs
+import orjson
+
+from pairbatch.wakeups import Wakeups
+
+log = logging.getLogger("pairbatch.webhooks")
+
+DEFAULT_TOLERANCE = 300.0  # seconds; the spec's and both SDKs' default
+SECRET_ENV = {"openai": "OPENAI_WEBHOOK_SECRET", "gemini": "GEMINI_WEBHOOK_SECRET"}
+PROVIDERS = tuple(SECRET_ENV)
+_SECRET_PREFIX = "whsec_"
+_MAX_ID = 256  # a webhook-id longer than this is not one a provider sends
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class WebhookRejected(Exception):
+    """A delivery that is not accepted: ``status`` (400, 401, ...) and a short reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@attrs.frozen(repr=False)
+class SigningSecret:
+    """An HMAC key. ``whsec_<base64>`` is decoded (Standard Webhooks); any other string
+    is used as its UTF-8 bytes, as the ``openai`` SDK does."""
+
+    key: bytes
+
+    @classmethod
+    def parse(cls, text: str, what: str = "webhook secret") -> SigningSecret:
+        text = text.strip()
+        if text.startswith(_SECRET_PREFIX):
+            body = text[len(_SECRET_PREFIX) :]
+            try:
+                # Padding is optional in what people paste; extra "=" is ignored.
+                key = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError(f"{what} is not valid base64 after 'whsec_'") from None
+        else:
+            key = text.encode()
+        if not key:
+            raise ValueError(f"{what} is empty")
+        return cls(key)
+
+    @classmethod
+    def generate(cls) -> tuple[SigningSecret, str]:
+        """A new random 32-byte secret and its ``whsec_`` text."""
+        key = os.urandom(32)
+        return cls(key), _SECRET_PREFIX + base64.b64encode(key).decode()
+
+    def __repr__(self) -> str:
+        return "SigningSecret(<redacted>)"
+
+
+def sign(secret: SigningSecret, webhook_id: str, timestamp: int | str, body: bytes) -> str:
+    """One ``v1,<base64>`` signature entry over ``{id}.{timestamp}.{body}``."""
+    content = f"{webhook_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret.key, content, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signed_headers(
+    secrets: Sequence[SigningSecret], webhook_id: str, timestamp: int, body: bytes
+) -> dict[str, str]:
+    """The three Standard Webhooks headers, signed with every secret given."""
+    return {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": " ".join(sign(s, webhook_id, timestamp, body) for s in secrets),
+    }
+
+
+def verify_signature(
+    body: bytes,
+    headers: Mapping[str, str],
+    secrets: Sequence[SigningSecret],
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    now: float | None = None,
+) -> tuple[str, int, int]:
+    """Check one delivery; ``headers`` keys must be lower case. Returns ``(webhook-id,
+    timestamp, index of the secret that matched)`` or raises :class:`WebhookRejected`."""
+    webhook_id = headers.get("webhook-id", "")
+    stamp = headers.get("webhook-timestamp", "")
+    signatures = headers.get("webhook-signature", "")
+    if not webhook_id or not stamp or not signatures:
+        raise WebhookRejected(400, "missing webhook-id, webhook-timestamp or webhook-signature")
+    # Printable ASCII and bounded: the id is kept in the replay set and goes in logs.
+    if len(webhook_id) > _MAX_ID or not all(33 <= ord(c) < 127 for c in webhook_id):
+        raise WebhookRejected(400, "malformed webhook-id")
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
+        raise WebhookRejected(400, "malformed webhook-timestamp")
+    timestamp = int(stamp)
+    current = time.time() if now is None else now
+    if current - timestamp > tolerance:
+        raise WebhookRejected(401, "webhook-timestamp too old")
+    if timestamp - current > tolerance:
+        raise WebhookRejected(401, "webhook-timestamp in the future")
+    given: list[bytes] = []
+    for entry in signatures.split():
+        version, _, encoded = entry.partition(",")
+        if version != "v1" or not encoded:
+            continue  # another scheme (v1a: ed25519) or noise; the spec says skip
+        try:
+            given.append(base64.b64decode(encoded, validate=True))
+        except (binascii.Error, ValueError):
+            continue
+    if not given:
+        raise WebhookRejected(400, "no v1 signature in webhook-signature")
+    content = f"{webhook_id}.{stamp}.".encode() + body
+    for index, secret in enumerate(secrets):
+        expected = hmac.new(secret.key, content, hashlib.sha256).digest()
+        # compare_digest per entry: the time taken says nothing about the expected bytes.
+        if any(hmac.compare_digest(expected, candidate) for candidate in given):
+            return webhook_id, timestamp, index
+    raise WebhookRejected(401, "signature does not match")
+
+
+@attrs.define
+class ReplayGuard:
+    """The ``webhook-id``s seen in the last ``window`` seconds (at most ``capacity``).
+
+    A literal replay (same id, same timestamp) is refused. The same id with a newer
+    timestamp is the sender retrying an event whose answer it missed (the spec keeps the
+    id across retries and re-signs with a fresh timestamp): that is acknowledged without
+    acting on it again, so the sender stops retrying. Entries older than twice the
+    tolerance can go: a replay of them fails the timestamp check anyway.
+    """
+
+    window: float
+    capacity: int = 10_000
+    _seen: dict[str, tuple[int, float]] = attrs.field(factory=dict, init=False)
+
+    def check(self, webhook_id: str, timestamp: int, now: float) -> str:
+        """``"new"``, ``"redelivery"`` or ``"replay"``; records new ids."""
+        self._prune(now)
+        previous = self._seen.get(webhook_id)
+        if previous is not None:
+            return "replay" if previous[0] == timestamp else "redelivery"
+        if len(self._seen) >= self.capacity:
+            self._seen.pop(next(iter(self._seen)))  # the oldest; dicts keep insertion order
+        self._seen[webhook_id] = (timestamp, now + self.window)
+        return "new"
+
+    def _prune(self, now: float) -> None:
+        while self._seen:
+            oldest = next(iter(self._seen))
+            if self._seen[oldest][1] > now:
+                break
+            del self._seen[oldest]
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+@attrs.frozen
+class WebhookEvent:
+    """One verified event. ``batch_id`` is the id pairbatch polls (Gemini: ``batches/...``)
+    when the event is about a batch, else ``None``."""
+
+    provider: str
+    webhook_id: str
+    type: str
+    batch_id: str | None
+    duplicate: bool = False
+    payload: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+
+def batch_id_of(provider: str, payload: Mapping[str, Any]) -> str | None:
+    """The batch an event is about: ``data.id`` for OpenAI's ``batch.*`` events; for
+    Gemini's, ``data.name`` or ``data.id``, as the ``batches/<id>`` name pairbatch uses."""
+    kind = payload.get("type")
+    data = payload.get("data")
+    if not isinstance(kind, str) or not kind.startswith("batch.") or not isinstance(data, dict):
+        return None
+    value = data.get("name") if provider == "gemini" else None
+    value = value if isinstance(value, str) and value else data.get("id")
+    if not isinstance(value, str) or not value:
+        return None
+    if provider == "gemini" and not value.startswith("batches/"):
+        value = f"batches/{value}"
+    return value
+
+
+def _secrets(value: str | Sequence[str] | None, provider: str) -> tuple[SigningSecret, ...]:
+    what = SECRET_ENV[provider]
+    if value is None:
+        value = os.environ.get(what) or None
+        if value is None:
+            return ()
+    texts = [value] if isinstance(value, str) else list(value)
+    return tuple(SigningSecret.parse(t, what) for t in texts)
+
+
+class WebhookReceiver:
+    """Verifies webhook deliveries and wakes the pollers of the batches they name.
+
+    A plain ASGI app: mount it (``app.mount("/webhooks", receiver)``) and point OpenAI at
+    ``.../webhooks/openai`` and Gemini at ``.../webhooks/gemini``; a POST to the mount
+    root is checked against every configured secret. :meth:`handle` is the same thing for
+    any other framework (give it the raw body and the headers). ``openai_secret`` and
+    ``gemini_secret`` (a ``whsec_...`` string, or several during a rotation) default to
+    ``OPENAI_WEBHOOK_SECRET`` and ``GEMINI_WEBHOOK_SECRET``. Call it on the event loop that
+    runs the pollers: :class:`~pairbatch.wakeups.Wakeups` is not thread-safe.
+    """
+
+    def __init__(
+        self,
+        wakeups: Wakeups,
+        *,
+        openai_secret: str | Sequence[str] | None = None,
+        gemini_secret: str | Sequence[str] | None = None,
+        tolerance: float = DEFAULT_TOLERANCE,
+        replay_capacity: int = 10_000,
+        max_body_bytes: int = 1 << 20,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if tolerance <= 0:
+            raise ValueError(f"tolerance must be > 0, got {tolerance!r}")
+        self.wakeups = wakeups
+        self._secrets = {
+            "openai": _secrets(openai_secret, "openai"),
+            "gemini": _secrets(gemini_secret, "gemini"),
+        }
+        if not any(self._secrets.values()):
+            names = " or ".join(SECRET_ENV.values())
+            raise ValueError(f"no webhook secret: pass one or set {names}")
+        self.tolerance = float(tolerance)
+        self.max_body_bytes = max_body_bytes
+        self.clock = clock
+        self.replays = ReplayGuard(2 * self.tolerance, replay_capacity)
+        self.stats: Counter[str] = Counter()
+
+    def __repr__(self) -> str:
+        return f"WebhookReceiver(providers={self.providers!r})"
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        """The providers with a secret configured."""
+        return tuple(p for p in PROVIDERS if self._secrets[p])
+
+    # -- framework-free
+
+    def verify(
+        self, body: bytes, headers: Mapping[str, str], provider: str | None = None
+    ) -> WebhookEvent:
+        """Check one delivery (signature, timestamp, replay) and parse it; raises
+        :class:`WebhookRejected`. ``provider=None`` tries every configured secret."""
+        lowered = {k.lower(): v for k, v in headers.items()}
+        candidates = [provider] if provider is not None else list(self.providers)
+        keys = [(p, s) for p in candidates for s in self._secrets.get(p, ())]
+        if not keys:
+            raise WebhookRejected(404, f"no webhook secret configured for {provider}")
+        now = self.clock()
+        webhook_id, timestamp, index = verify_signature(
+            body, lowered, [s for _, s in keys], tolerance=self.tolerance, now=now
+        )
+        seen = self.replays.check(webhook_id, timestamp, now)
+        if seen == "replay":
+            raise WebhookRejected(401, "replayed webhook-id")
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise WebhookRejected(400, "body is not JSON") from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
+            raise WebhookRejected(400, "body is not an event object")
+        name = keys[index][0]
+        return WebhookEvent(
+            name,
+            webhook_id,
+            payload["type"],
+            batch_id_of(name, payload),
+            duplicate=seen == "redelivery",
+            payload=payload,
+        )
+
+    def handle(
+        self, body: bytes, headers: Mapping[str, str], provider: str | None = None
+    ) -> tuple[int, str]:
+        """Verify, wake the batch's poller, and say what to answer: ``(status, reason)``."""
+        try:
+            event = self.verify(body, headers, provider)
+        except WebhookRejected as exc:
+            self.stats[f"rejected:{exc.reason}"] += 1
+            log.warning("webhook rejected (%d): %s", exc.status, exc.reason)
+            return exc.status, exc.reason
+        if event.duplicate:
+            self.stats["duplicate"] += 1
+            log.debug("webhook %s redelivered; already acted on", event.webhook_id)
+            return 200, "duplicate"
+        self.stats["accepted"] += 1
+        if event.batch_id is not None:
+            woke = self.wakeups.wake(event.batch_id)
+            self.stats["woken" if woke else "early"] += 1
+            log.info(
+                "%s webhook %s for batch %s (poller %s)",
+                event.provider,
+                event.type,
+                event.batch_id,
+                "woken" if woke else "not sleeping; kept for its next sleep",
+            )
+        return 200, "ok"
+
+    # -- ASGI
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._serve(scope, receive, send, None)
+
+    def app(self, provider: str) -> ASGIApp:
+        """An ASGI app for one provider's deliveries, at any path (a Starlette ``Route``)."""
+        if provider not in PROVIDERS:
+            raise ValueError(f"unknown provider {provider!r}; should be one of {PROVIDERS}")
+
+        async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+            await self._serve(scope, receive, send, provider)
+
+        return endpoint
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, fixed: str | None) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            raise RuntimeError(f"WebhookReceiver does not serve {scope['type']!r}")
+        provider = fixed
+        if provider is None:
+            path = _route_path(scope).strip("/")
+            if path and path not in PROVIDERS:
+                await _respond(send, 404, "not found")
+                return
+            provider = path or None
+        if scope.get("method") != "POST":
+            await _respond(send, 405, "use POST", [(b"allow", b"POST")])
+            return
+        headers = _headers(scope)
+        body = await self._read(receive, headers)
+        if body is None:
+            await _respond(send, 413, "body too large")
+            return
+        status, reason = self.handle(body, headers, provider)
+        await _respond(send, status, reason)
+
+    async def _read(self, receive: Receive, headers: Mapping[str, str]) -> bytes | None:
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+def _route_path(scope: Scope) -> str:
+    # Starlette's Mount keeps the full path and extends root_path (as its get_route_path).
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers", []):
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        # Signature lists may arrive split over repeated headers; anything else repeated
+        # is left empty so the verifier refuses it as malformed.
+        if name in result:
+            value = f"{result[name]} {value}" if name == "webhook-signature" else ""
+        result[name] = value
+    return result
+
+
+async def _respond(
+    send: Send, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    body = text.encode() + b"\n"
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        *(extra or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    # Served on its own (``uvicorn pairbatch.webhooks:...``) the app has nothing to set up.
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
