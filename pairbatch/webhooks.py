@@ -55,7 +55,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class WebhookRejected(Exception):
@@ -354,15 +353,11 @@ class WebhookReceiver:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._serve(scope, receive, send, None)
 
-    def app(self, provider: str) -> ASGIApp:
+    def app(self, provider: str) -> ProviderEndpoint:
         """An ASGI app for one provider's deliveries, at any path (a Starlette ``Route``)."""
         if provider not in PROVIDERS:
             raise ValueError(f"unknown provider {provider!r}; should be one of {PROVIDERS}")
-
-        async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
-            await self._serve(scope, receive, send, provider)
-
-        return endpoint
+        return ProviderEndpoint(self, provider)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, fixed: str | None) -> None:
         if scope["type"] == "lifespan":
@@ -406,6 +401,18 @@ class WebhookReceiver:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+
+@attrs.frozen
+class ProviderEndpoint:
+    """:meth:`WebhookReceiver.app`: an object, not a function, because Starlette takes a
+    plain function as a request-response endpoint and anything else as an ASGI app."""
+
+    receiver: WebhookReceiver
+    provider: str
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.receiver._serve(scope, receive, send, self.provider)
 
 
 def _route_path(scope: Scope) -> str:
