@@ -186,7 +186,12 @@ class WebhookSender:
     async def _watch(self) -> None:
         while True:
             self._changed.clear()
-            delay = self._fire_due()
+            try:
+                delay = self._fire_due()
+            except Exception:
+                # One bad batch must not silence every later webhook of this emulator.
+                logger.exception("emulator webhook watcher failed; retrying")
+                delay = self.tick
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), delay)
 
