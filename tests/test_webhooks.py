@@ -556,3 +556,16 @@ async def test_webhook_ends_a_60s_poll_at_once(tmp_path: Path, provider: str) ->
     assert finished - last_end < 2.0
     assert recv.stats["accepted"] == segments
     assert all(d.delivered and d.attempts == 1 for d in emu.webhook_deliveries)
+
+
+async def test_a_webhook_set_later_reports_batches_still_running(tmp_path: Path) -> None:
+    async with capture() as (url, got), ProviderEmulator(latency=0.6) as emu:
+        await submit(emu, "openai", tmp_path / "a")
+        assert emu._webhooks._pending == {}  # no webhook configured: nothing is kept
+        emu.set_webhook("openai", url, SECRET_TEXT)
+        await until(lambda: len(got) == 1)
+        assert orjson.loads(got[0][0])["data"]["id"] == emu.batch_ids("openai")[0]
+        emu.set_webhook("openai", None)
+        await submit(emu, "openai", tmp_path / "b")
+        await asyncio.sleep(0.8)
+        assert len(got) == 1

@@ -140,19 +140,28 @@ class WebhookSender:
             raise ValueError(f"{provider} sends no batch webhooks; only {WEBHOOK_PROVIDERS} do")
         if url is None:
             self.targets.pop(provider, None)
+            for stale in [k for k in self._pending if k[0] == provider]:
+                del self._pending[stale]
             return None
         check_loopback(url)
         if secret is None:
             key, secret = SigningSecret.generate()
         else:
             key = SigningSecret.parse(secret, f"{provider} webhook_secret")
+        if provider not in self.targets:
+            # Like a real endpoint added later: batches still running will be reported.
+            now = self.core.now()
+            for batch in self.core.batches[provider].values():
+                if ends_at(batch) > now:
+                    self._pending[(provider, batch.id)] = batch
         self.targets[provider] = WebhookTarget(url, key, secret)
         self._changed.set()
         return secret
 
     def watch(self, batch: Batch) -> None:
-        """``Core.on_batch``: remember a new batch until it ends."""
-        if batch.provider in WEBHOOK_PROVIDERS:
+        """``Core.on_batch``: remember a new batch until it ends (only while its provider
+        has a target, so an emulator without webhooks keeps nothing)."""
+        if batch.provider in self.targets:
             self._pending[(batch.provider, batch.id)] = batch
             self._changed.set()
 
