@@ -21,6 +21,7 @@ nothing. Secrets are never logged, shown in a repr or put in an error message.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -116,8 +117,9 @@ class WebhookReceiver:
     root is checked against every configured secret. :meth:`handle` is the same thing for
     any other framework (give it the raw body and the headers). ``openai_secret`` and
     ``gemini_secret`` (a ``whsec_...`` string, or several during a rotation) default to
-    ``OPENAI_WEBHOOK_SECRET`` and ``GEMINI_WEBHOOK_SECRET``. Call it on the event loop that
-    runs the pollers: :class:`~pairbatch.wakeups.Wakeups` is not thread-safe.
+    ``OPENAI_WEBHOOK_SECRET`` and ``GEMINI_WEBHOOK_SECRET``. :class:`~pairbatch.wakeups.Wakeups`
+    is not thread-safe: serve the receiver on the pollers' event loop, or pass that loop
+    as ``loop`` and wakes from any other thread are handed to it.
     """
 
     def __init__(
@@ -130,6 +132,7 @@ class WebhookReceiver:
         replay_capacity: int = 10_000,
         max_body_bytes: int = 1 << 20,
         clock: Callable[[], float] = time.time,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         if tolerance <= 0:
             raise ValueError(f"tolerance must be > 0, got {tolerance!r}")
@@ -144,6 +147,7 @@ class WebhookReceiver:
         self.tolerance = float(tolerance)
         self.max_body_bytes = max_body_bytes
         self.clock = clock
+        self.loop = loop
         self.replays = ReplayGuard(2 * self.tolerance, replay_capacity)
         self.stats: Counter[str] = Counter()
 
@@ -206,14 +210,20 @@ class WebhookReceiver:
             return 200, "duplicate"
         self.stats["accepted"] += 1
         if event.batch_id is not None:
-            woke = self.wakeups.wake(event.batch_id)
-            self.stats["woken" if woke else "early"] += 1
+            if self.loop is not None and _running_loop() is not self.loop:
+                self.loop.call_soon_threadsafe(self.wakeups.wake, event.batch_id)
+                self.stats["handed_over"] += 1
+                outcome = "handed to its event loop"
+            else:
+                woke = self.wakeups.wake(event.batch_id)
+                self.stats["woken" if woke else "early"] += 1
+                outcome = "woken" if woke else "not sleeping; kept for its next sleep"
             log.info(
                 "%s webhook %s for batch %s (poller %s)",
                 event.provider,
                 event.type,
                 event.batch_id,
-                "woken" if woke else "not sleeping; kept for its next sleep",
+                outcome,
             )
         return 200, "ok"
 
@@ -282,6 +292,13 @@ class ProviderEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.receiver._serve(scope, receive, send, self.provider)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _route_path(scope: Scope) -> str:

@@ -569,3 +569,15 @@ async def test_a_webhook_set_later_reports_batches_still_running(tmp_path: Path)
         await submit(emu, "openai", tmp_path / "b")
         await asyncio.sleep(0.8)
         assert len(got) == 1
+
+
+async def test_a_receiver_on_another_thread_hands_wakes_to_the_pollers_loop() -> None:
+    wakeups = Wakeups()
+    recv = receiver(wakeups, loop=asyncio.get_running_loop())
+    body = openai_event("batch_t")
+    sleeper = asyncio.create_task(wakeups.sleep("batch_t", 30))
+    await asyncio.sleep(0.01)
+    status = await asyncio.to_thread(recv.handle, body, headers_for(body))
+    assert status == (200, "ok")
+    assert await asyncio.wait_for(sleeper, 2) is True
+    assert recv.stats["handed_over"] == 1
