@@ -27,13 +27,22 @@ Endpoints:
     The results of every finished batch (and, in JSON, the failed attempts and batch
     failures). ``complete`` (JSON) or the ``X-Run-Complete`` header (CSV) says whether
     every batch is done.
+``POST /webhooks/openai``, ``POST /webhooks/gemini``
+    Signed "batch finished" events (:mod:`pairbatch.webhooks`), mounted when a secret is
+    set: ``OPENAI_WEBHOOK_SECRET`` (the ``whsec_...`` shown when you create the endpoint
+    in the OpenAI dashboard, subscribed to ``batch.*``) and/or ``GEMINI_WEBHOOK_SECRET``
+    (a static Gemini webhook's signing secret). A verified event wakes the background
+    resume polling that batch, so it is collected at once rather than at the next poll;
+    the poll still confirms the state, and without webhooks polling works as before.
 
 Design: everything lives on ``app.state`` and is built in the lifespan, so two apps (or two
-runs) share nothing but what they are given. One :class:`pairbatch.transport.Transport`
-per app carries every run's requests under one set of rate limits. The lifespan resumes
-unfinished runs found in ``runs_dir`` at startup and, on shutdown, cancels the resume tasks
-and waits for them: pairbatch leaves each registry consistent, so the next start picks up
-where this one stopped without paying for any batch twice.
+runs) share nothing but what they are given; one :class:`pairbatch.wakeups.Wakeups` per
+app is shared by its webhook receiver and all of its background resumes. One
+:class:`pairbatch.transport.Transport` per app carries every run's requests under one set
+of rate limits. The lifespan resumes unfinished runs found in ``runs_dir`` at startup and,
+on shutdown, cancels the resume tasks and waits for them: pairbatch leaves each registry
+consistent, so the next start picks up where this one stopped without paying for any
+batch twice.
 """
 
 from __future__ import annotations
@@ -62,6 +71,8 @@ import pairbatch
 from pairbatch import Event, EventKind, Job, JobStatus, Provider, ResumeResult
 from pairbatch.settings import read_settings, resolve_api_key
 from pairbatch.transport import Transport
+from pairbatch.wakeups import Wakeups
+from pairbatch.webhooks import SECRET_ENV, WebhookReceiver
 
 log = logging.getLogger("pairbatch.examples.fastapi")
 
@@ -294,8 +305,10 @@ class RunService:
         api_keys: Mapping[str, str] | None,
         base_urls: Mapping[str, str] | None,
         interval_seconds: float,
+        wakeups: Wakeups | None = None,
     ) -> None:
         self.runs_dir = runs_dir
+        self.wakeups = wakeups or Wakeups()
         self.transport = transport
         self.api_keys = dict(api_keys or {})
         self.base_urls = dict(base_urls or {})
@@ -405,6 +418,7 @@ class RunService:
                 base_urls=self.base_urls or None,
                 transport=self.transport,
                 on_event=run.on_event,
+                wakeups=self.wakeups,
             )
         except Exception as exc:
             log.exception("run %s: resume failed", run.run_id)
@@ -459,11 +473,18 @@ def create_app(
     interval_seconds: float = 60.0,
     max_concurrency: int = 32,
     rate_limits: Mapping[str, float] | None = None,
+    webhook_secrets: Mapping[str, str] | None = None,
 ) -> FastAPI:
-    """A pairbatch service over ``runs_dir``. Nothing is touched until the app starts."""
+    """A pairbatch service over ``runs_dir``. Nothing is touched until the app starts.
+
+    ``webhook_secrets`` (by provider; default ``OPENAI_WEBHOOK_SECRET`` and
+    ``GEMINI_WEBHOOK_SECRET``) mounts the webhook receiver under ``/webhooks``.
+    """
     keys = dict(api_keys or {})
     urls = dict(base_urls or {})
     limits = dict(rate_limits or {})
+    wakeups = Wakeups()
+    receiver = webhook_receiver(wakeups, webhook_secrets)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -474,6 +495,7 @@ def create_app(
                 api_keys=keys,
                 base_urls=urls,
                 interval_seconds=interval_seconds,
+                wakeups=wakeups,
             )
             app.state.runs = service
             try:
@@ -484,6 +506,11 @@ def create_app(
                 await service.close()
 
     app = FastAPI(title="pairbatch runs", lifespan=lifespan)
+    app.state.wakeups = wakeups
+    app.state.webhooks = receiver
+    if receiver is not None:
+        # A plain ASGI app: it reads the raw body itself (the signature covers its bytes).
+        app.mount("/webhooks", receiver)
 
     @app.post("/runs", status_code=201)
     async def create_run(body: RunRequest, service: Service) -> Response:
@@ -538,6 +565,18 @@ def create_app(
         )
 
     return app
+
+
+def webhook_receiver(
+    wakeups: Wakeups, secrets: Mapping[str, str] | None = None
+) -> WebhookReceiver | None:
+    """The receiver for the secrets given or set in the environment; ``None`` if none is."""
+    given = dict(secrets or {})
+    chosen = {p: given.get(p) or os.environ.get(name) for p, name in SECRET_ENV.items()}
+    if not any(chosen.values()):
+        log.info("no webhook secret set: batches are noticed by polling only")
+        return None
+    return WebhookReceiver(wakeups, openai_secret=chosen["openai"], gemini_secret=chosen["gemini"])
 
 
 def app_from_env() -> FastAPI:

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import polars as pl
+import pytest
 import uvicorn
 from fastapi import FastAPI
 
@@ -23,13 +24,12 @@ from tests.engine_helpers import MODELS, study_pairs
 TRAIT = {"trait_name": "Overall quality", "trait_description": "Which text is better overall?"}
 
 
-def make_app(emu: ProviderEmulator, runs_dir: Path) -> FastAPI:
+def make_app(emu: ProviderEmulator, runs_dir: Path, **kwargs: Any) -> FastAPI:
     return create_app(
         runs_dir=runs_dir,
         api_keys={p: "test-key" for p in MODELS},
         base_urls={p: emu.base_url(p) for p in MODELS},
-        interval_seconds=0.2,
-        rate_limits={p: 50.0 for p in MODELS},
+        **({"interval_seconds": 0.2, "rate_limits": {p: 50.0 for p in MODELS}} | kwargs),
     )
 
 
@@ -248,3 +248,63 @@ async def test_two_apps_share_nothing(tmp_path: Path) -> None:
             assert (await b.get(f"/runs/{run_id}")).status_code == 404
             assert (await wait_finished(a, run_id))["state"] == "succeeded"
             assert (await b.get("/runs")).json() == {"runs": []}
+
+
+WEBHOOK_SECRET = "whsec_" + "c2VjcmV0LWZvci10aGUtZmFzdGFwaS1leGFtcGxlLXRlc3Q="
+
+
+async def test_webhooks_wake_the_background_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Polls every 60 s, yet a run finishes about when its batches do: the emulator's
+    signed events reach /webhooks and wake the resume's pollers."""
+    for name in ("OPENAI_WEBHOOK_SECRET", "GEMINI_WEBHOOK_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    pairs = study_pairs(8, seed=6)
+    secrets = {"openai": WEBHOOK_SECRET, "gemini": WEBHOOK_SECRET}
+    async with ProviderEmulator(latency=1.0) as emu:
+        app = make_app(emu, tmp_path, interval_seconds=60.0, webhook_secrets=secrets)
+        async with serve(app) as client:
+            for provider in ("openai", "gemini"):
+                url = str(client.base_url.join(f"/webhooks/{provider}"))
+                emu.set_webhook(provider, url, WEBHOOK_SECRET)
+            started = time.monotonic()
+            responses = await asyncio.gather(
+                client.post("/runs", json=run_body(pairs, "openai")),
+                client.post("/runs", json=run_body(pairs, "gemini")),
+            )
+            assert [r.status_code for r in responses] == [201, 201]
+            ids = [r.json()["run_id"] for r in responses]
+            statuses = await asyncio.gather(*(wait_finished(client, i, within=10) for i in ids))
+            elapsed = time.monotonic() - started
+            assert [s["state"] for s in statuses] == ["succeeded", "succeeded"]
+            # 1 s batches and a 60 s interval: only the webhooks can explain this.
+            assert elapsed < 5.0
+            receiver = app.state.webhooks
+            assert receiver.stats["accepted"] == 4 and receiver.stats["woken"] >= 1
+            assert all(d.delivered for d in emu.webhook_deliveries)
+            # Anything unsigned is refused, and the secret is nowhere in the answer.
+            response = await client.post("/webhooks/openai", content=b"{}")
+            assert response.status_code == 400 and "whsec" not in response.text
+            forged = {"webhook-id": "wh_x", "webhook-timestamp": str(int(time.time()))}
+            forged["webhook-signature"] = "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+            response = await client.post("/webhooks/openai", content=b"{}", headers=forged)
+            assert response.status_code == 401
+            for run_id, backend in zip(ids, ("openai", "gemini"), strict=True):
+                as_json, _ = await fetch_results(client, run_id)
+                check_results(as_json, pairs, backend)
+
+
+async def test_no_secret_no_webhook_route(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPENAI_WEBHOOK_SECRET", "GEMINI_WEBHOOK_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    async with ProviderEmulator(latency=0.3) as emu:
+        app = make_app(emu, tmp_path)
+        assert app.state.webhooks is None
+        async with serve(app) as client:
+            assert (await client.post("/webhooks/openai", content=b"{}")).status_code == 404
+        monkeypatch.setenv("GEMINI_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        app = make_app(emu, tmp_path)
+        assert app.state.webhooks.providers == ("gemini",)
+        # One Wakeups per app, shared by the receiver and the resumes.
+        assert app.state.webhooks.wakeups is app.state.wakeups

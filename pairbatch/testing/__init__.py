@@ -4,6 +4,9 @@
         client = openai.AsyncOpenAI(base_url=emu.base_url("openai"), api_key="x")
         ...
 
+``ProviderEmulator(webhook_url=...)`` also posts signed "batch finished" webhooks (OpenAI,
+Gemini) to a loopback receiver such as :class:`pairbatch.webhooks.WebhookReceiver`.
+
 Nothing here talks to a real provider.
 """
 

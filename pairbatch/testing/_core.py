@@ -106,6 +106,8 @@ class Core:
     server: web.Server | None = None
     # Answer a model id the rules table does not know with the services' 404.
     refuse_unknown_models: bool = False
+    # Told of every batch added (the webhook sender watches for its end); None: nobody.
+    on_batch: Callable[[Batch], None] | None = None
 
     def __attrs_post_init__(self) -> None:
         self.fates = {p: Fates(self.seed, p, self.latency) for p in PROVIDERS}
@@ -169,6 +171,8 @@ class Core:
     def add_batch(self, batch: Batch) -> None:
         self.batches[batch.provider][batch.id] = batch
         self.stats.batches_created[batch.provider] += 1
+        if self.on_batch is not None:
+            self.on_batch(batch)
         logger.debug(
             "%s batch %s created (%d requests, fate %s, latency %.3fs)",
             batch.provider,

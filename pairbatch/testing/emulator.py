@@ -6,7 +6,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -19,6 +19,12 @@ from pairbatch.testing._gemini import GeminiRoutes
 from pairbatch.testing._http import ANTHROPIC, GEMINI, OPENAI, PROVIDERS
 from pairbatch.testing._openai import OpenAIRoutes
 from pairbatch.testing._sync import SyncRoutes
+from pairbatch.testing._webhooks import (
+    DEFAULT_RETRIES,
+    WEBHOOK_PROVIDERS,
+    Delivery,
+    WebhookSender,
+)
 from pairbatch.testing.blobs import SyntheticBlob, synthetic_custom_id
 from pairbatch.testing.faults import FaultConfig
 from pairbatch.testing.judge import Judge, default_judge
@@ -76,6 +82,12 @@ class ProviderEmulator:
     any non-empty key is. ``unknown_models="refuse"`` answers a model id the rules table
     (:mod:`pairbatch.testing.rules`) does not know with the services' 404; the default
     accepts it with no model rules.
+
+    ``webhook_url`` (one URL for OpenAI and Gemini, or a mapping by provider; loopback
+    only) makes the emulator POST a signed Standard Webhooks event to it when a batch
+    ends, as those services do; ``webhook_secret`` (``whsec_...``, one or by provider)
+    signs them, a random one per provider when not given (see :meth:`webhook_secret`).
+    Non-2xx answers are retried after ``webhook_retries`` seconds.
     """
 
     def __init__(
@@ -90,6 +102,9 @@ class ProviderEmulator:
         port: int = 0,
         api_key: str | None = None,
         unknown_models: str = "accept",
+        webhook_url: str | Mapping[Any, str] | None = None,
+        webhook_secret: str | Mapping[Any, str] | None = None,
+        webhook_retries: Sequence[float] = DEFAULT_RETRIES,
     ) -> None:
         if isinstance(latency, tuple):
             lo, hi = latency
@@ -118,6 +133,10 @@ class ProviderEmulator:
         self._sync = SyncRoutes(self._core)
         self._runner: web.AppRunner | None = None
         self._bound_port: int | None = None
+        self._webhooks = WebhookSender(self._core, retries=webhook_retries)
+        self._core.on_batch = self._webhooks.watch
+        for name, url in _per_provider(webhook_url).items():
+            self._webhooks.set_target(name, url, _per_provider(webhook_secret).get(name))
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -150,10 +169,13 @@ class ProviderEmulator:
         self._core.origin = f"http://{_url_host(self._host)}:{self._bound_port}"
         self._core.server = runner.server
         logger.info("provider emulator listening on %s", self._core.origin)
+        if self._webhooks.targets:
+            self._webhooks.start()
         return self
 
     async def close(self) -> None:
         runner, self._runner = self._runner, None
+        await self._webhooks.close()
         if runner is not None:
             self._core.server = None
             await runner.cleanup()
@@ -220,6 +242,28 @@ class ProviderEmulator:
             fault_map[name] = faults
         self._core.faults = fault_map
         self._core.buckets.pop(name, None)
+
+    def set_webhook(
+        self, provider: object, url: str | None, secret: str | None = None
+    ) -> str | None:
+        """Send ``provider``'s batch events to ``url`` (``None``: stop) from now on, signed
+        with ``secret`` (a new random one when ``None``). Returns the secret."""
+        text = self._webhooks.set_target(_provider_name(provider), url, secret)
+        if self._runner is not None and self._webhooks.targets:
+            self._webhooks.start()
+        return text
+
+    def webhook_secret(self, provider: object) -> str:
+        """The ``whsec_...`` secret ``provider``'s webhooks are signed with."""
+        target = self._webhooks.targets.get(_provider_name(provider))
+        if target is None:
+            raise LookupError(f"no webhook is configured for {provider}")
+        return target.secret_text
+
+    @property
+    def webhook_deliveries(self) -> list[Delivery]:
+        """Every webhook event sent so far, with its attempts and last answer."""
+        return list(self._webhooks.deliveries)
 
     def batch_ids(self, provider: object) -> list[str]:
         """Ids of the batches on ``provider``, oldest first."""
@@ -303,6 +347,14 @@ class ProviderEmulator:
         else:
             ref = f"files/batch-{batch.id}"
         return SyntheticBatch(name, batch.id, ref, n_requests, blob.line_bytes, blob.size)
+
+
+def _per_provider(value: str | Mapping[Any, str] | None) -> dict[str, str]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return dict.fromkeys(WEBHOOK_PROVIDERS, value)
+    return {_provider_name(k): v for k, v in value.items()}
 
 
 def _hex(n: int) -> str:
