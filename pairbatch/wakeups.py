@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 
 class Wakeups:
     """Batch id -> the event its poller is sleeping on (one per sleeping poller)."""
 
+    # A wake for a batch no poller here is sleeping on is kept this long (its poller may
+    # be busy downloading, or not started yet), and at most this many: a service hears
+    # of every batch of the account, most of them not its own.
+    early_seconds = 600.0
+    early_max = 10_000
+
     def __init__(self) -> None:
         self._sleeping: dict[str, asyncio.Event] = {}
-        self._early: set[str] = set()
+        self._early: dict[str, float] = {}
         self.woken = 0
 
     def wake(self, batch_id: str) -> bool:
@@ -26,7 +33,7 @@ class Wakeups:
         wake for a batch whose poller is busy is kept for its next sleep."""
         event = self._sleeping.get(batch_id)
         if event is None:
-            self._early.add(batch_id)
+            self._keep_early(batch_id)
             return False
         event.set()
         self.woken += 1
@@ -37,8 +44,8 @@ class Wakeups:
         if batch_id is None:
             await asyncio.sleep(delay)
             return False
-        if batch_id in self._early:
-            self._early.discard(batch_id)
+        heard = self._early.pop(batch_id, None)
+        if heard is not None and time.monotonic() - heard <= self.early_seconds:
             return True
         event = self._sleeping[batch_id] = asyncio.Event()
         try:
@@ -48,3 +55,12 @@ class Wakeups:
         finally:
             if self._sleeping.get(batch_id) is event:
                 del self._sleeping[batch_id]
+
+    def _keep_early(self, batch_id: str) -> None:
+        now = time.monotonic()
+        self._early.pop(batch_id, None)
+        self._early[batch_id] = now  # newest last: dicts keep insertion order
+        while len(self._early) > self.early_max or (
+            self._early and now - next(iter(self._early.values())) > self.early_seconds
+        ):
+            del self._early[next(iter(self._early))]

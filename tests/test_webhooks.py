@@ -322,7 +322,7 @@ async def test_asgi_routes_mounted_in_fastapi() -> None:
         assert (await client.post("/hooks/elsewhere", content=b"{}")).status_code == 404
         big = b"{" + b" " * 5000 + b"}"
         assert (await client.post("/hooks/openai", content=big)).status_code == 413
-    assert {"batch_m", "batches/gem1"} <= wakeups._early
+    assert {"batch_m", "batches/gem1"} <= set(wakeups._early)
 
 
 async def test_provider_endpoint_as_a_starlette_route() -> None:
@@ -581,3 +581,17 @@ async def test_a_receiver_on_another_thread_hands_wakes_to_the_pollers_loop() ->
     assert status == (200, "ok")
     assert await asyncio.wait_for(sleeper, 2) is True
     assert recv.stats["handed_over"] == 1
+
+
+async def test_early_wakes_are_kept_only_for_a_while_and_bounded() -> None:
+    from pairbatch.wakeups import Wakeups
+
+    wakeups = Wakeups()
+    wakeups.early_max = 3
+    for k in range(5):
+        wakeups.wake(f"b{k}")
+    assert list(wakeups._early) == ["b2", "b3", "b4"]
+    assert await wakeups.sleep("b4", 5.0) is True  # an early wake is used at once
+    wakeups.early_seconds = 0.0
+    wakeups.wake("late")
+    assert await wakeups.sleep("late", 0.01) is False  # too old to count
