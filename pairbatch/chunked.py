@@ -1,0 +1,283 @@
+"""Parsing and normalising a big results file a bounded chunk at a time (blocking).
+
+The in-memory path (:func:`pairbatch.results.parse_jsonl` then
+:func:`pairbatch.normalize.normalize_results`) holds every row of the file at once: ~1 KB
+a line of Python tuples and Polars buffers, 200-220 MB for 200,000 lines. Here:
+
+1. Each block of input (:data:`pairbatch.results.READ_BLOCK` bytes) is parsed into rows,
+   matched to the pairs and turned into *candidate* rows (a result, or a failed attempt,
+   the row would be if it were its key's last line), written to a Parquet part. Only
+   ``(_pair, _line)`` (8 bytes a line) stays in memory.
+2. The key columns then say which line is each pair's last ("last line wins", over the
+   whole file), and three streaming plans over the parts write ``results`` (last lines with
+   a valid winner) and ``failed_attempts`` (last lines without one, pairs with no line,
+   then every earlier line of a key as a duplicate).
+
+Every pair lands in exactly one of the two outputs as a non-duplicate, exactly as on the
+in-memory path; only the row order differs (line order here, pair order there: the order
+of rows carries no meaning, they are keyed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Final
+
+import attrs
+import polars as pl
+
+from pairbatch.models import FileCheck
+from pairbatch.normalize import (
+    _ANSWERED_DETAIL,
+    _BETTER_ID,
+    _ERROR_CODE,
+    _SELECT_FAILED,
+    _VALID,
+    _WINNER_POS,
+    DUPLICATE_DETAIL,
+    Normalized,
+    _meta,
+    _phase_iter,
+    coerce_pairs,
+    normalize_results,
+)
+from pairbatch.outcomes import sink_file
+from pairbatch.results import (
+    DEFAULT_TAG_PREFIX,
+    DEFAULT_TAG_SUFFIX,
+    READ_BLOCK,
+    RESULT_SCHEMA,
+    FastLine,
+    LineParser,
+    RowTuple,
+    empty_results,
+    iter_row_chunks,
+    rows_to_frame,
+)
+
+log = logging.getLogger("pairbatch.chunked")
+
+_TS = pl.Datetime("us", "UTC")
+# Parts are written once and read once, next to the outputs: lz4 was the cheapest
+# codec to write and read back that still halves the disk they take.
+_PART_COMPRESSION: Final = "lz4"
+
+
+@attrs.frozen
+class Segment:
+    """What a segment's rows are matched against and tagged with."""
+
+    pairs: pl.DataFrame
+    backend: str
+    model: str
+    segment_index: int | None
+    batch_id: str | None
+    received_at: datetime
+    batch_status: str | None = None
+    tag_prefix: str = DEFAULT_TAG_PREFIX
+    tag_suffix: str = DEFAULT_TAG_SUFFIX
+
+
+@attrs.frozen
+class Settled:
+    """The written files' records and the number of result lines read."""
+
+    lines: int
+    results: FileCheck
+    failed_attempts: FileCheck
+
+
+@attrs.define
+class _Parts:
+    """The per-chunk candidate parts and the small key columns kept in memory."""
+
+    directory: Path
+    files: list[Path] = attrs.field(factory=list)
+    keys: list[pl.DataFrame] = attrs.field(factory=list)
+    lines: int = 0
+    stray: int = 0
+    stray_sample: list[str | None] = attrs.field(factory=list)
+
+
+def settle_chunked(
+    paths: Iterable[Path | None],
+    parse_line: LineParser,
+    fast_line: FastLine | None,
+    segment: Segment,
+    *,
+    results_path: str | os.PathLike[str],
+    failed_path: str | os.PathLike[str],
+    block_bytes: int = READ_BLOCK,
+) -> Settled:
+    """Parse, normalise and write a segment's results files with memory bounded by
+    ``block_bytes`` (a few chunks' rows), not by the files' size."""
+    frame = coerce_pairs(segment.pairs).with_row_index("_pair")
+    index = frame.select("custom_id", "_pair").drop_nulls("custom_id")
+    pair_side = frame.drop([c for c in RESULT_SCHEMA if c in frame.columns])
+    plan = _CandidatePlan(segment, frame.drop("_pair").head(0))
+    target_dir = Path(results_path).parent
+    target_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".pairbatch-parts-", dir=target_dir) as tmp:
+        parts = _Parts(Path(tmp))
+        # Parsing holds the GIL; building and writing a chunk's frame is mostly Polars
+        # (no GIL), so it runs in a second thread while the next block is parsed.
+        with ThreadPoolExecutor(1, thread_name_prefix="pairbatch-chunk") as pool:
+            pending: Future[None] | None = None
+            for rows in iter_row_chunks(paths, parse_line, fast_line, block_bytes=block_bytes):
+                job = pool.submit(_write_part, rows, parts, index, pair_side, plan)
+                if pending is not None:
+                    pending.result()
+                pending = job
+            if pending is not None:
+                pending.result()
+        if parts.stray:
+            log.warning(
+                "segment %s: %d result line(s) match no pair (custom_id %s...); ignored",
+                segment.segment_index,
+                parts.stray,
+                parts.stray_sample[:3],
+            )
+        return _write_outputs(parts, frame, plan, results_path, failed_path)
+
+
+@attrs.frozen
+class _CandidatePlan:
+    """The columns and expressions a chunk's candidate rows are built with (made once)."""
+
+    segment: Segment
+    #: The pairs' columns (no rows): the outputs' shape is derived from them.
+    shape: pl.DataFrame
+    result_columns: list[str] = attrs.field(init=False)
+    exprs: list[pl.Expr] = attrs.field(init=False)
+
+    @property
+    def pair_columns(self) -> list[str]:
+        return self.shape.columns
+
+    def __attrs_post_init__(self) -> None:
+        seg = self.segment
+        empty = normalize_results(empty_results(), self.shape, backend=seg.backend, model=seg.model)
+        object.__setattr__(self, "result_columns", empty.results.columns)
+        model = pl.coalesce(pl.col("model"), pl.lit(seg.model, dtype=pl.Utf8)).alias("model")
+        exprs = [
+            pl.lit(True).alias("_matched"),
+            _BETTER_ID,
+            model,
+            *_meta(seg.backend, seg.segment_index, seg.batch_id),
+        ]
+        object.__setattr__(self, "exprs", exprs)
+
+
+def _write_part(
+    rows: list[RowTuple],
+    parts: _Parts,
+    index: pl.DataFrame,
+    pair_side: pl.DataFrame,
+    plan: _CandidatePlan,
+) -> None:
+    seg = plan.segment
+    start = parts.lines
+    parts.lines += len(rows)
+    raw = rows_to_frame(rows, tag_prefix=seg.tag_prefix, tag_suffix=seg.tag_suffix)
+    raw = raw.with_columns(pl.int_range(start, start + raw.height, dtype=pl.UInt32).alias("_line"))
+    flagged = raw.join(index, on="custom_id", how="left", maintain_order="left")
+    known = flagged.filter(pl.col("_pair").is_not_null())
+    if known.height < flagged.height:
+        stray = flagged.filter(pl.col("_pair").is_null()).get_column("custom_id")
+        parts.stray += stray.len()
+        parts.stray_sample.extend(stray.head(3).to_list())
+    at = pl.lit(seg.received_at, dtype=_TS)
+    candidates = (
+        known.join(pair_side, on="_pair", how="left", maintain_order="left")
+        .with_columns(plan.exprs)
+        .with_columns(_WINNER_POS)
+        .with_columns(
+            at.alias("received_at"),
+            _ERROR_CODE,
+            _ANSWERED_DETAIL.alias("error_detail"),
+            *_phase_iter(plan.pair_columns),
+        )
+    )
+    path = parts.directory / f"part-{len(parts.files):06d}.parquet"
+    candidates.write_parquet(path, compression=_PART_COMPRESSION, statistics=False)
+    parts.files.append(path)
+    parts.keys.append(known.select("_pair", "_line"))
+
+
+def _write_outputs(
+    parts: _Parts,
+    frame: pl.DataFrame,
+    plan: _CandidatePlan,
+    results_path: str | os.PathLike[str],
+    failed_path: str | os.PathLike[str],
+) -> Settled:
+    seg = plan.segment
+    # Lines are numbered in file order, so a pair's last line is its last occurrence.
+    if parts.keys:
+        last = pl.concat(parts.keys).filter(pl.col("_pair").is_last_distinct())
+        missing = frame.join(last.select("_pair"), on="_pair", how="anti")
+    else:
+        last, missing = None, frame
+    unanswered = normalize_results(
+        empty_results(),
+        missing.drop("_pair"),
+        backend=seg.backend,
+        model=seg.model,
+        segment_index=seg.segment_index,
+        batch_id=seg.batch_id,
+        received_at=seg.received_at,
+        batch_status=seg.batch_status,
+    )
+    if last is None:
+        valid, failed = unanswered.results.lazy(), unanswered.failed_attempts.lazy()
+    else:
+        valid, failed = _streamed(parts, last.select("_line").lazy(), plan, unanswered)
+    return Settled(
+        lines=parts.lines,
+        results=_sink(valid, results_path),
+        failed_attempts=_sink(failed, failed_path),
+    )
+
+
+def _streamed(
+    parts: _Parts, kept: pl.LazyFrame, plan: _CandidatePlan, unanswered: Normalized
+) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """The plans writing results and failed attempts from the candidate parts."""
+    scan = pl.scan_parquet(parts.files)
+    chosen = scan.join(kept, on="_line", how="semi")
+    earlier = scan.join(kept, on="_line", how="anti")
+    at = pl.col("received_at").alias("attempted_at")
+    valid = chosen.filter(_VALID).select(plan.result_columns)
+    invalid = chosen.filter(~_VALID).with_columns(at, pl.lit(False).alias("is_duplicate"))
+    repeated = earlier.with_columns(
+        pl.lit("http_error").alias("error_code"),
+        pl.lit(DUPLICATE_DETAIL).alias("error_detail"),
+        at,
+        pl.lit(True).alias("is_duplicate"),
+    )
+    failed = pl.concat(
+        [
+            invalid.select(_SELECT_FAILED),
+            unanswered.failed_attempts.lazy(),
+            repeated.select(_SELECT_FAILED),
+        ]
+    )
+    return valid, failed
+
+
+def _sink(plan: pl.LazyFrame, path: str | os.PathLike[str]) -> FileCheck:
+    """Stream a plan into ``path`` (atomically); the row count from the file's footer."""
+    counted: list[int] = []
+
+    def write(tmp: Path) -> None:
+        plan.sink_parquet(tmp, engine="streaming")
+        counted.append(int(pl.scan_parquet(tmp).select(pl.len()).collect().item()))
+
+    check = sink_file(path, write, 0)
+    return attrs.evolve(check, rows=counted[0])
