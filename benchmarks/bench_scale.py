@@ -141,11 +141,17 @@ def main() -> None:
     print(f"\n{'approach':<12}{'seconds':>9}{'x baseline':>12}{'peak RSS growth':>18}")
     for name, result in best.items():
         growth = result["growth"] / 2**20
-        print(f"{name:<12}{result['seconds']:>9.2f}{result['seconds'] / base:>12.2f}{growth:>15.0f} MB")
+        print(
+            f"{name:<12}{result['seconds']:>9.2f}{result['seconds'] / base:>12.2f}{growth:>15.0f} MB"
+        )
     chunk = best["chunked"]
     ratio, growth = chunk["seconds"] / base, chunk["growth"] / 2**20
-    print(f"\nchunked / baseline = {ratio:.2f}x (target <= 1.0: {'met' if ratio <= 1 else 'MISSED'})")
-    print(f"chunked peak RSS growth = {growth:.0f} MB (target < 64: {'met' if growth < 64 else 'MISSED'})")
+    print(
+        f"\nchunked / baseline = {ratio:.2f}x (target <= 1.0: {'met' if ratio <= 1 else 'MISSED'})"
+    )
+    print(
+        f"chunked peak RSS growth = {growth:.0f} MB (target < 64: {'met' if growth < 64 else 'MISSED'})"
+    )
 
 
 if __name__ == "__main__":

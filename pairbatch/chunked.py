@@ -23,14 +23,16 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Final
 
 import attrs
 import polars as pl
+from polars.io.plugins import register_io_source
 
+from pairbatch.errors import InputError
 from pairbatch.models import FileCheck
 from pairbatch.normalize import (
     _ANSWERED_DETAIL,
@@ -110,6 +112,15 @@ class _Parts:
     stray: int = 0
     stray_sample: list[str | None] = attrs.field(factory=list)
 
+    def warn_stray(self, segment: Segment) -> None:
+        if self.stray:
+            log.warning(
+                "segment %s: %d result line(s) match no pair (custom_id %s...); ignored",
+                segment.segment_index,
+                self.stray,
+                self.stray_sample[:3],
+            )
+
 
 def settle_chunked(
     paths: Iterable[Path | None],
@@ -129,21 +140,117 @@ def settle_chunked(
     plan = _CandidatePlan(segment, frame.drop("_pair").head(0))
     target_dir = Path(results_path).parent
     target_dir.mkdir(parents=True, exist_ok=True)
+    files = [Path(path) for path in paths if path is not None]
+    for path in files:
+        if not path.is_file():
+            raise InputError(f"results file does not exist: {path}")
+
+    def chunks() -> Iterator[list[RowTuple]]:
+        return iter_row_chunks(files, parse_line, fast_line, block_bytes=block_bytes)
+
+    one = _OnePass(plan, index, pair_side)
+    results = one.run(chunks(), results_path)
+    if one.repeats_across_chunks():
+        # A key answered in two chunks (rare: providers repeat a line seldom, and then
+        # usually next to the first): the two-pass plan decides over the whole file.
+        return _two_passes(chunks(), frame, index, pair_side, plan, results_path, failed_path)
+    one.warn_stray()
+    missing = frame.join(one.seen().to_frame(), on="_pair", how="anti")
+    unanswered = _unanswered(missing, seg=segment)
+    failed = pl.concat([*one.failed, unanswered.failed_attempts])
+    return Settled(
+        lines=one.parts.lines,
+        results=results,
+        failed_attempts=sink_file(failed_path, failed.write_parquet, failed.height),
+    )
+
+
+def _two_passes(
+    chunks: Iterator[list[RowTuple]],
+    frame: pl.DataFrame,
+    index: _KeyIndex,
+    pair_side: pl.DataFrame,
+    plan: _CandidatePlan,
+    results_path: str | os.PathLike[str],
+    failed_path: str | os.PathLike[str],
+) -> Settled:
+    target_dir = Path(results_path).parent
     with tempfile.TemporaryDirectory(prefix=".pairbatch-parts-", dir=target_dir) as tmp:
         parts = _Parts(Path(tmp))
-        # One thread: building a chunk's frame in a second thread while the next block
-        # is parsed was slower (2.7 s against 2.2 s at 200 MB): the many short Polars
-        # calls each wait for the parsing thread to hand back the GIL.
-        for rows in iter_row_chunks(paths, parse_line, fast_line, block_bytes=block_bytes):
+        for rows in chunks:
             _write_part(rows, parts, index, pair_side, plan)
-        if parts.stray:
-            log.warning(
-                "segment %s: %d result line(s) match no pair (custom_id %s...); ignored",
-                segment.segment_index,
-                parts.stray,
-                parts.stray_sample[:3],
-            )
+        parts.warn_stray(plan.segment)
         return _write_outputs(parts, frame, plan, results_path, failed_path)
+
+
+@attrs.define
+class _OnePass:
+    """Results streamed straight from the parser into the results file through a
+    Polars IO source; each chunk's failed attempts (no answer text: ~200 B a row) are
+    kept for the end, with the pair of every chunk's last lines to check that no key
+    was answered in two chunks."""
+
+    plan: _CandidatePlan
+    index: _KeyIndex
+    pair_side: pl.DataFrame
+    parts: _Parts = attrs.field(factory=lambda: _Parts(Path()))
+    failed: list[pl.DataFrame] = attrs.field(factory=list)
+    pairs: list[pl.Series] = attrs.field(factory=list)
+
+    def run(self, chunks: Iterator[list[RowTuple]], path: str | os.PathLike[str]) -> FileCheck:
+        schema = dict(
+            normalize_results(empty_results(), self.plan.shape, backend="", model="").results.schema
+        )
+
+        def source(
+            with_columns: list[str] | None,
+            predicate: pl.Expr | None,
+            n_rows: int | None,
+            batch_size: int | None,
+        ) -> Iterator[pl.DataFrame]:
+            for rows in chunks:
+                out = self._chunk(rows)
+                if with_columns is not None:
+                    out = out.select(with_columns)
+                if predicate is not None:
+                    out = out.filter(predicate)
+                yield out
+
+        return _sink(register_io_source(source, schema=schema), path)
+
+    def _chunk(self, rows: list[RowTuple]) -> pl.DataFrame:
+        found = _candidates(rows, self.parts, self.index, self.pair_side, self.plan)
+        last = found.get_column("_pair").is_last_distinct()
+        chosen, earlier = found.filter(last), found.filter(~last)
+        self.pairs.append(chosen.get_column("_pair"))
+        invalid, repeated = _failed_rows(chosen.lazy().filter(~_VALID), earlier.lazy())
+        self.failed.extend(pl.collect_all([invalid, repeated], engine="in-memory"))
+        return chosen.filter(_VALID).select(self.plan.result_columns)
+
+    def seen(self) -> pl.Series:
+        if not self.pairs:
+            return pl.Series("_pair", [], dtype=pl.UInt32)
+        return pl.concat(self.pairs)
+
+    def repeats_across_chunks(self) -> bool:
+        return bool(self.seen().is_duplicated().any())
+
+    def warn_stray(self) -> None:
+        self.parts.warn_stray(self.plan.segment)
+
+
+def _unanswered(missing: pl.DataFrame, *, seg: Segment) -> Normalized:
+    """The failed attempts of pairs that no line answered."""
+    return normalize_results(
+        empty_results(),
+        missing.drop("_pair"),
+        backend=seg.backend,
+        model=seg.model,
+        segment_index=seg.segment_index,
+        batch_id=seg.batch_id,
+        received_at=seg.received_at,
+        batch_status=seg.batch_status,
+    )
 
 
 @attrs.frozen
@@ -267,16 +374,7 @@ def _write_outputs(
         missing = frame.join(last.select("_pair"), on="_pair", how="anti")
     else:
         last, missing = None, frame
-    unanswered = normalize_results(
-        empty_results(),
-        missing.drop("_pair"),
-        backend=seg.backend,
-        model=seg.model,
-        segment_index=seg.segment_index,
-        batch_id=seg.batch_id,
-        received_at=seg.received_at,
-        batch_status=seg.batch_status,
-    )
+    unanswered = _unanswered(missing, seg=seg)
     if last is None:
         valid, failed = unanswered.results.lazy(), unanswered.failed_attempts.lazy()
     else:
