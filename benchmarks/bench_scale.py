@@ -31,11 +31,11 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_parse import MODEL, make_files  # noqa: E402
+from bench_parse import MODEL, make_files
 
-from pairbatch.chunked import Segment, settle_chunked  # noqa: E402
-from pairbatch.normalize import normalize_results  # noqa: E402
-from pairbatch.providers.openai import BACKEND  # noqa: E402
+from pairbatch.chunked import Segment, settle_chunked
+from pairbatch.normalize import normalize_results
+from pairbatch.providers.openai import BACKEND
 
 LINE_BYTES = 1565  # bench_parse's lines, measured
 
