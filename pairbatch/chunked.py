@@ -71,6 +71,7 @@ _PART_COMPRESSION: Final = "lz4"
 # sinks read several of at once): at 200 MB of results, 4 MB blocks peaked at +126 MB,
 # 1 MB blocks at ~+60 MB, for the same time within noise.
 CHUNK_BYTES = 1 << 20
+_CHECK_SLICE = 1 << 16
 # Rows a streamed output buffers before writing a row group. The default buffered the
 # whole 128,000-row results of a 200 MB file (+200 MB); at 8,192 rows (~12 MB of
 # answers and reasoning) reading the files back is no slower.
@@ -155,9 +156,11 @@ def settle_chunked(
         # usually next to the first): the two-pass plan decides over the whole file.
         return _two_passes(chunks(), frame, index, pair_side, plan, results_path, failed_path)
     one.warn_stray()
-    missing = frame.join(one.seen().to_frame(), on="_pair", how="anti")
+    # A mask, not an anti join: the join hashed and copied every pair (+110 MB at 650,000).
+    answered = pl.repeat(False, frame.height, eager=True).scatter(one.seen(), True)
+    missing = frame.filter(~answered)
     unanswered = _unanswered(missing, seg=segment)
-    failed = pl.concat([*one.failed, unanswered.failed_attempts])
+    failed = pl.concat([*one.failed, unanswered.failed_attempts], rechunk=False)
     return Settled(
         lines=one.parts.lines,
         results=results,
@@ -224,7 +227,8 @@ class _OnePass:
         chosen, earlier = found.filter(last), found.filter(~last)
         self.pairs.append(chosen.get_column("_pair"))
         invalid, repeated = _failed_rows(chosen.lazy().filter(~_VALID), earlier.lazy())
-        self.failed.extend(pl.collect_all([invalid, repeated], engine="in-memory"))
+        # Empty frames are not kept: 1,000 chunks' worth grew the peak by ~20 MB.
+        self.failed.extend(f for f in pl.collect_all([invalid, repeated]) if f.height)
         return chosen.filter(_VALID).select(self.plan.result_columns)
 
     def seen(self) -> pl.Series:
@@ -233,7 +237,9 @@ class _OnePass:
         return pl.concat(self.pairs)
 
     def repeats_across_chunks(self) -> bool:
-        return bool(self.seen().is_duplicated().any())
+        # Sorted neighbours, not ``is_duplicated``: its hash table was +23 MB at 650,000.
+        seen = self.seen().sort()
+        return bool(seen.len() > 1 and (seen.slice(1) == seen.slice(0, seen.len() - 1)).any())
 
     def warn_stray(self) -> None:
         self.parts.warn_stray(self.plan.segment)
@@ -283,30 +289,65 @@ class _CandidatePlan:
 
 @attrs.frozen
 class _KeyIndex:
-    """The pairs' custom ids, sorted, for finding a chunk's keys' pair rows by binary
-    search: no per-chunk hash table of every pair, nothing per pair in Python."""
+    """Finds the pair row of a chunk's keys without a hash table of every pair.
+
+    Keys as submit makes them (``<tag>-<segment>-<row>``, rows consecutive) give their
+    row by arithmetic, checked against the stored key; any other keys are looked up by
+    binary search in a sorted copy (16 bytes a pair: the strings are shared).
+    """
 
     keys: pl.Series
-    rows: pl.Series
+    rows: pl.Series | None
+    prefix: str | None = None
+    first: int = 0
 
     @classmethod
     def of(cls, frame: pl.DataFrame) -> _KeyIndex:
+        keys = frame.get_column("custom_id")
+        numbered = _numbering(keys)
+        if numbered is not None:
+            return cls(keys, None, *numbered)
         known = frame.select("custom_id", "_pair").drop_nulls("custom_id").sort("custom_id")
         return cls(known.get_column("custom_id"), known.get_column("_pair"))
 
     def lookup(self, wanted: pl.Series) -> pl.Series:
         """The pair row of each key (null for a key no pair has), as ``_pair``."""
-        if not self.keys.len():
+        size = self.keys.len()
+        if not size:
             return pl.Series("_pair", [None] * wanted.len(), dtype=pl.UInt32)
-        at = self.keys.search_sorted(wanted, side="left")
-        assert isinstance(at, pl.Series)
-        at = at.clip(0, self.keys.len() - 1)
+        if self.prefix is not None:
+            number = wanted.str.strip_prefix(self.prefix).cast(pl.Int64, strict=False)
+            at = (number - self.first).clip(0, size - 1).fill_null(0).cast(pl.UInt32)
+        else:
+            found_at = self.keys.search_sorted(wanted, side="left")
+            assert isinstance(found_at, pl.Series)
+            at = found_at.clip(0, size - 1)
         found = (self.keys.gather(at) == wanted).fill_null(False)
-        return (
-            pl.select(pl.when(found).then(self.rows.gather(at)).alias("_pair"))
-            .to_series()
-            .cast(pl.UInt32)
+        rows = at if self.rows is None else self.rows.gather(at)
+        return pl.select(pl.when(found).then(rows).cast(pl.UInt32).alias("_pair")).to_series()
+
+
+def _numbering(keys: pl.Series) -> tuple[str, int] | None:
+    """``(prefix, first row)`` when ``keys`` are ``prefix + str(first + i)``."""
+    head = keys.head(1).to_list()
+    if not head or not isinstance(head[0], str) or "-" not in head[0]:
+        return None
+    prefix, _, number = head[0].rpartition("-")
+    if not number.isdigit():
+        return None
+    prefix += "-"
+    first = int(number)
+    # In slices: the expected keys of every pair at once were a transient +30 MB at
+    # 650,000 pairs.
+    for start in range(0, keys.len(), _CHECK_SLICE):
+        part = keys.slice(start, _CHECK_SLICE)
+        low = first + start
+        expected = pl.concat_str(
+            [pl.lit(prefix), pl.int_range(low, low + part.len(), eager=True).cast(pl.Utf8)]
         )
+        if not pl.select((expected == part).all()).item():
+            return None
+    return prefix, first
 
 
 def _write_part(

@@ -121,11 +121,19 @@ def ordered(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.sort(["custom_id", "is_duplicate", "error_detail"], nulls_last=True)
 
 
+@pytest.mark.parametrize("numbered", [True, False])
 @pytest.mark.parametrize("block", [1, 37, 4096, 1 << 22])
-def test_chunked_equals_in_memory_on_any_block_size(tmp_path: Path, block: int) -> None:
+def test_chunked_equals_in_memory_on_any_block_size(
+    tmp_path: Path, block: int, numbered: bool
+) -> None:
     pairs = make_pairs(60)
+    if not numbered:  # keys found by binary search, not by their number
+        pairs = pairs.with_columns(pl.col("custom_id").str.reverse() + "x")
     path = tmp_path / "out.jsonl"
-    write_messy_file(path, pairs.get_column("custom_id").to_list())
+    keys = pairs.get_column("custom_id").to_list()
+    write_messy_file(path, keys)
+    with path.open("ab") as handle:  # a key that only looks like a pair's number
+        handle.write(b"\n" + orjson.dumps(line("tagchunk01-3-007", TAG.format("SAMPLE_1"))))
     want_results, want_failed = in_memory(path, pairs)
     got_results, got_failed = chunked(path, pairs, block)
     assert got_results.schema == want_results.schema
