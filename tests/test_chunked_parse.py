@@ -175,3 +175,57 @@ def test_no_lines_at_all(tmp_path: Path) -> None:
     got_results, got_failed = chunked(path, pairs, 1024)
     assert got_results.equals(want_results)
     assert got_failed.equals(want_failed)
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])
+async def test_settle_takes_the_chunked_path_for_big_files(
+    tmp_path: Path, provider: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same run, same emulator seed: every file 'big' gives the small-file results."""
+    import pairbatch
+    import pairbatch.settle
+    from pairbatch.testing import ProviderEmulator
+    from tests.engine_helpers import MODELS, check_run, credentials, study_pairs
+
+    pairs = study_pairs(30, seed=3)
+    got = {}
+    calls: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return settle_chunked(*args, **kwargs)
+
+    monkeypatch.setattr(pairbatch.settle, "settle_chunked", counted)
+    for threshold in (1 << 40, 0):
+        monkeypatch.setattr(pairbatch.settle, "BIG_RESULTS_BYTES", threshold)
+        async with ProviderEmulator(latency=0.05, seed=5) as emu:
+            creds = credentials(emu)
+            out = tmp_path / f"run{threshold}"
+            await pairbatch.submit_pairs_multi_batch(
+                pairs,
+                model=MODELS[provider],
+                trait_name="Quality",
+                trait_description="How good",
+                backend=provider,
+                output_dir=out,
+                api_key=creds["api_keys"][provider],
+                base_url=creds["base_urls"][provider],
+                n_segments=3,
+                write_registry=True,
+            )
+            result = await pairbatch.resume_multi_batches(
+                output_dir=out, interval_seconds=0.05, **creds
+            )
+        check_run(result, pairs)
+        # Run tags (so custom ids) differ between the runs: pairs are matched by uid.
+        keep = ["pair_uid", "better_id", "winner_pos", "content", "model", "backend"]
+        failed = ["pair_uid", "error_code", "error_detail", "is_duplicate"]
+        got[threshold] = (
+            result.combined.select(keep).sort("pair_uid"),
+            result.failed_attempts.select(failed).sort("pair_uid"),
+        )
+    assert len(calls) == 3  # the second run's three segments, and only those
+    small, big = got[1 << 40], got[0]
+    assert small[0].height == pairs.height
+    assert small[0].equals(big[0])
+    assert small[1].equals(big[1])
