@@ -33,6 +33,7 @@ import polars as pl
 from polars.io.plugins import register_io_source
 
 from pairbatch.errors import InputError
+from pairbatch.keyindex import KeyIndex
 from pairbatch.models import FileCheck
 from pairbatch.normalize import (
     _ANSWERED_DETAIL,
@@ -71,7 +72,6 @@ _PART_COMPRESSION: Final = "lz4"
 # sinks read several of at once): at 200 MB of results, 4 MB blocks peaked at +126 MB,
 # 1 MB blocks at ~+60 MB, for the same time within noise.
 CHUNK_BYTES = 1 << 20
-_CHECK_SLICE = 1 << 16
 # Rows a streamed output buffers before writing a row group. The default buffered the
 # whole 128,000-row results of a 200 MB file (+200 MB); at 8,192 rows (~12 MB of
 # answers and reasoning) reading the files back is no slower.
@@ -136,7 +136,7 @@ def settle_chunked(
     """Parse, normalise and write a segment's results files with memory bounded by
     ``block_bytes`` (a few chunks' rows), not by the files' size."""
     frame = coerce_pairs(segment.pairs).with_row_index("_pair")
-    index = _KeyIndex.of(frame)
+    index = KeyIndex.of(frame)
     pair_side = frame.drop([c for c in RESULT_SCHEMA if c in frame.columns])
     plan = _CandidatePlan(segment, frame.drop("_pair").head(0))
     target_dir = Path(results_path).parent
@@ -171,7 +171,7 @@ def settle_chunked(
 def _two_passes(
     chunks: Iterator[list[RowTuple]],
     frame: pl.DataFrame,
-    index: _KeyIndex,
+    index: KeyIndex,
     pair_side: pl.DataFrame,
     plan: _CandidatePlan,
     results_path: str | os.PathLike[str],
@@ -194,7 +194,7 @@ class _OnePass:
     was answered in two chunks."""
 
     plan: _CandidatePlan
-    index: _KeyIndex
+    index: KeyIndex
     pair_side: pl.DataFrame
     parts: _Parts = attrs.field(factory=lambda: _Parts(Path()))
     failed: list[pl.DataFrame] = attrs.field(factory=list)
@@ -287,73 +287,10 @@ class _CandidatePlan:
         object.__setattr__(self, "exprs", exprs)
 
 
-@attrs.frozen
-class _KeyIndex:
-    """Finds the pair row of a chunk's keys without a hash table of every pair.
-
-    Keys as submit makes them (``<tag>-<segment>-<row>``, rows consecutive) give their
-    row by arithmetic, checked against the stored key; any other keys are looked up by
-    binary search in a sorted copy (16 bytes a pair: the strings are shared).
-    """
-
-    keys: pl.Series
-    rows: pl.Series | None
-    prefix: str | None = None
-    first: int = 0
-
-    @classmethod
-    def of(cls, frame: pl.DataFrame) -> _KeyIndex:
-        keys = frame.get_column("custom_id")
-        numbered = _numbering(keys)
-        if numbered is not None:
-            return cls(keys, None, *numbered)
-        known = frame.select("custom_id", "_pair").drop_nulls("custom_id").sort("custom_id")
-        return cls(known.get_column("custom_id"), known.get_column("_pair"))
-
-    def lookup(self, wanted: pl.Series) -> pl.Series:
-        """The pair row of each key (null for a key no pair has), as ``_pair``."""
-        size = self.keys.len()
-        if not size:
-            return pl.Series("_pair", [None] * wanted.len(), dtype=pl.UInt32)
-        if self.prefix is not None:
-            number = wanted.str.strip_prefix(self.prefix).cast(pl.Int64, strict=False)
-            at = (number - self.first).clip(0, size - 1).fill_null(0).cast(pl.UInt32)
-        else:
-            found_at = self.keys.search_sorted(wanted, side="left")
-            assert isinstance(found_at, pl.Series)
-            at = found_at.clip(0, size - 1)
-        found = (self.keys.gather(at) == wanted).fill_null(False)
-        rows = at if self.rows is None else self.rows.gather(at)
-        return pl.select(pl.when(found).then(rows).cast(pl.UInt32).alias("_pair")).to_series()
-
-
-def _numbering(keys: pl.Series) -> tuple[str, int] | None:
-    """``(prefix, first row)`` when ``keys`` are ``prefix + str(first + i)``."""
-    head = keys.head(1).to_list()
-    if not head or not isinstance(head[0], str) or "-" not in head[0]:
-        return None
-    prefix, _, number = head[0].rpartition("-")
-    if not number.isdigit():
-        return None
-    prefix += "-"
-    first = int(number)
-    # In slices: the expected keys of every pair at once were a transient +30 MB at
-    # 650,000 pairs.
-    for start in range(0, keys.len(), _CHECK_SLICE):
-        part = keys.slice(start, _CHECK_SLICE)
-        low = first + start
-        expected = pl.concat_str(
-            [pl.lit(prefix), pl.int_range(low, low + part.len(), eager=True).cast(pl.Utf8)]
-        )
-        if not pl.select((expected == part).all()).item():
-            return None
-    return prefix, first
-
-
 def _write_part(
     rows: list[RowTuple],
     parts: _Parts,
-    index: _KeyIndex,
+    index: KeyIndex,
     pair_side: pl.DataFrame,
     plan: _CandidatePlan,
 ) -> None:
@@ -367,7 +304,7 @@ def _write_part(
 def _candidates(
     rows: list[RowTuple],
     parts: _Parts,
-    index: _KeyIndex,
+    index: KeyIndex,
     pair_side: pl.DataFrame,
     plan: _CandidatePlan,
 ) -> pl.DataFrame:
