@@ -133,7 +133,7 @@ def settle(
 
 # From this size on a results file is parsed a block at a time (pairbatch.chunked): below
 # it the in-memory path's fewer, larger Polars calls are cheaper, and its peak (about
-# 0.7x the file's size) is bounded by the threshold.
+# 1.7x the file's size, measured) is bounded by the threshold.
 BIG_RESULTS_BYTES = 32 << 20
 
 
