@@ -14,6 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import polars as pl
+
 from pairbatch import registry as reg
 from pairbatch.models import Job, JobStatus
 
@@ -58,11 +60,36 @@ async def journal(out: Path, jobs: list[Job], updates: int, concurrent: bool) ->
     return time.perf_counter() - start
 
 
+def reading(sizes: list[int], repeat: int = 2) -> None:
+    """``read_registry`` (CSV snapshot + journal of the same jobs) against a plain
+    ``pl.read_csv`` of the snapshot, same files, best of ``repeat``."""
+    print("reading a registry (snapshot + journal), best of", repeat)
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            reg.write_registry(out, make_jobs(out, n))
+            ours = base = float("inf")
+            for _ in range(repeat):
+                start = time.perf_counter()
+                reg.read_registry(out)
+                ours = min(ours, time.perf_counter() - start)
+                start = time.perf_counter()
+                pl.read_csv(reg.registry_path(out))
+                base = min(base, time.perf_counter() - start)
+            print(
+                f"  {n:>7,} jobs: read_registry {ours:7.3f} s ({ours / n * 1e6:5.1f} us/job), "
+                f"pl.read_csv {base:6.3f} s, ratio {ours / base:5.1f}x"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--updates", type=int, default=1_000)
+    parser.add_argument("--read", type=int, nargs="*", default=[1_000, 10_000, 100_000])
     args = parser.parse_args()
+    if args.read:
+        reading(args.read)
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         results = {}

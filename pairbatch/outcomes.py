@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import IO
@@ -11,7 +13,7 @@ from typing import IO
 import attrs
 import polars as pl
 
-from pairbatch._fs import atomic_writer
+from pairbatch._fs import atomic_writer, fsync_dir, temp_name
 from pairbatch.integrity import DamagedFileError, verify
 from pairbatch.models import FileCheck, Job, JobStatus, utcnow
 
@@ -81,6 +83,9 @@ def _write_parquet(frame: pl.DataFrame, path: str) -> FileCheck:
     return FileCheck(name=Path(path).name, size=size, rows=frame.height)
 
 
+_CSV_DATETIME = "%Y-%m-%dT%H:%M:%S%.fZ"
+
+
 # Reference-compatible CSV conventions, made unambiguous: a missing value is an empty
 # field and every string is quoted, so an ID "NA" (or "") is never read back as missing.
 # Polars' ``pl.read_csv`` reads this back exactly; R: ``read.csv(path, na.strings = "")``.
@@ -89,7 +94,7 @@ def write_csv_file(frame: pl.DataFrame, handle: IO[bytes]) -> None:
         handle,
         null_value="",
         quote_style="non_numeric",
-        datetime_format="%Y-%m-%dT%H:%M:%S%.fZ",
+        datetime_format=_CSV_DATETIME,
     )
 
 
@@ -98,6 +103,40 @@ def _write_csv(frame: pl.DataFrame, path: str) -> FileCheck:
         write_csv_file(frame, handle)
         size = handle.tell()
     return FileCheck(name=Path(path).name, size=size, rows=frame.height)
+
+
+def sink_file(
+    path: str | os.PathLike[str], write: Callable[[Path], object], rows: int
+) -> FileCheck:
+    """Have ``write`` stream a file to a temporary sibling of ``path`` (Polars sinks
+    take a path, not a handle), then make it durable and rename it into place."""
+    target = Path(path)
+    tmp = temp_name(target)
+    try:
+        write(tmp)
+        with tmp.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        size = tmp.stat().st_size
+        tmp.replace(target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)
+    return FileCheck(name=target.name, size=size, rows=rows)
+
+
+def sink_csv(parquet_path: str, csv_path: str) -> FileCheck:
+    """The CSV copy of a results Parquet file, streamed (the file may not fit in memory),
+    in :func:`write_csv_file`'s conventions."""
+    source = pl.scan_parquet(parquet_path)
+    rows = int(source.select(pl.len()).collect().item())
+
+    def write(tmp: Path) -> None:
+        source.sink_csv(
+            tmp, null_value="", quote_style="non_numeric", datetime_format=_CSV_DATETIME
+        )
+
+    return sink_file(csv_path, write, rows)
 
 
 def persist_outcome(

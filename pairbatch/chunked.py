@@ -1,0 +1,408 @@
+"""Parsing and normalising a big results file a bounded chunk at a time (blocking).
+
+The in-memory path (:func:`pairbatch.results.parse_jsonl` then
+:func:`pairbatch.normalize.normalize_results`) holds every row of the file at once
+(+340 MB for a 200 MB file, +1.5 GB for 1 GB). Here each :data:`CHUNK_BYTES` of input is
+parsed, matched to its pairs by key (:class:`pairbatch.keyindex.KeyIndex`) and turned into
+*candidate* rows: what each line gives if it is its key's last ("last line wins").
+
+* One pass (the usual case): a Polars IO source feeds each chunk's valid last lines
+  straight into a streaming ``sink_parquet`` of the results file; failed attempts (no
+  answer text) are kept, and each chunk's answered pairs (4 bytes a line) too.
+* If a key turns out to be answered in two chunks, the file is read again the two-pass
+  way: candidate Parquet parts plus ``(_pair, _line)``, then streaming plans over the
+  parts that decide over the whole file.
+
+Every pair lands in exactly one of the two outputs as a non-duplicate, exactly as on the
+in-memory path; only the row order differs (line order here, pair order there: the order
+of rows carries no meaning, they are keyed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Final
+
+import attrs
+import polars as pl
+from polars.io.plugins import register_io_source
+
+from pairbatch.errors import InputError
+from pairbatch.keyindex import KeyIndex
+from pairbatch.models import FileCheck
+from pairbatch.normalize import (
+    _ANSWERED_DETAIL,
+    _BETTER_ID,
+    _ERROR_CODE,
+    _SELECT_FAILED,
+    _VALID,
+    _WINNER_POS,
+    DUPLICATE_DETAIL,
+    Normalized,
+    _meta,
+    _phase_iter,
+    coerce_pairs,
+    normalize_results,
+)
+from pairbatch.outcomes import sink_file
+from pairbatch.results import (
+    DEFAULT_TAG_PREFIX,
+    DEFAULT_TAG_SUFFIX,
+    RESULT_SCHEMA,
+    FastLine,
+    LineParser,
+    RowTuple,
+    empty_results,
+    iter_row_chunks,
+    rows_to_frame,
+)
+
+log = logging.getLogger("pairbatch.chunked")
+
+_TS = pl.Datetime("us", "UTC")
+# Parts are written once and read once, next to the outputs: a fast codec rather than
+# the default zstd (200 MB of results made 33 MB of lz4 parts).
+_PART_COMPRESSION: Final = "lz4"
+# Input bytes per chunk. Memory grows with it (rows, frames, and the parts the final
+# sinks read several of at once): at 200 MB of results, 4 MB blocks peaked at +126 MB,
+# 1 MB blocks at ~+60 MB, for the same time within noise.
+CHUNK_BYTES = 1 << 20
+# Rows a streamed output buffers before writing a row group. The default buffered the
+# whole 128,000-row results of a 200 MB file (+200 MB); at 8,192 rows (~12 MB of
+# answers and reasoning) reading the files back is no slower.
+_ROW_GROUP = 4096  # 8192: +87 MB at 1 GB; 4096: +78 MB; same read-back time
+
+
+@attrs.frozen
+class Segment:
+    """What a segment's rows are matched against and tagged with."""
+
+    pairs: pl.DataFrame
+    backend: str
+    model: str
+    segment_index: int | None
+    batch_id: str | None
+    received_at: datetime
+    batch_status: str | None = None
+    tag_prefix: str = DEFAULT_TAG_PREFIX
+    tag_suffix: str = DEFAULT_TAG_SUFFIX
+
+
+@attrs.frozen
+class Settled:
+    """The written files' records and the number of result lines read."""
+
+    lines: int
+    results: FileCheck
+    failed_attempts: FileCheck
+
+
+@attrs.define
+class _Parts:
+    """The per-chunk candidate parts and the small key columns kept in memory."""
+
+    directory: Path
+    files: list[Path] = attrs.field(factory=list)
+    keys: list[pl.DataFrame] = attrs.field(factory=list)
+    lines: int = 0
+    stray: int = 0
+    stray_sample: list[str | None] = attrs.field(factory=list)
+
+    def warn_stray(self, segment: Segment) -> None:
+        if self.stray:
+            log.warning(
+                "segment %s: %d result line(s) match no pair (custom_id %s...); ignored",
+                segment.segment_index,
+                self.stray,
+                self.stray_sample[:3],
+            )
+
+
+def settle_chunked(
+    paths: Iterable[Path | None],
+    parse_line: LineParser,
+    fast_line: FastLine | None,
+    segment: Segment,
+    *,
+    results_path: str | os.PathLike[str],
+    failed_path: str | os.PathLike[str],
+    block_bytes: int = CHUNK_BYTES,
+) -> Settled:
+    """Parse, normalise and write a segment's results files with memory bounded by
+    ``block_bytes`` (a few chunks' rows), not by the files' size."""
+    frame = coerce_pairs(segment.pairs).with_row_index("_pair")
+    index = KeyIndex.of(frame)
+    pair_side = frame.drop([c for c in RESULT_SCHEMA if c in frame.columns])
+    plan = _CandidatePlan(segment, frame.drop("_pair").head(0))
+    target_dir = Path(results_path).parent
+    target_dir.mkdir(parents=True, exist_ok=True)
+    files = [Path(path) for path in paths if path is not None]
+    for path in files:
+        if not path.is_file():
+            raise InputError(f"results file does not exist: {path}")
+
+    def chunks() -> Iterator[list[RowTuple]]:
+        return iter_row_chunks(files, parse_line, fast_line, block_bytes=block_bytes)
+
+    one = _OnePass(plan, index, pair_side)
+    results = one.run(chunks(), results_path)
+    if one.repeats_across_chunks():
+        # A key answered in two chunks (rare: providers repeat a line seldom, and then
+        # usually next to the first): the two-pass plan decides over the whole file.
+        return _two_passes(chunks(), frame, index, pair_side, plan, results_path, failed_path)
+    one.warn_stray()
+    # A mask, not an anti join: the join hashed and copied every pair (+110 MB at 650,000).
+    answered = pl.repeat(False, frame.height, eager=True).scatter(one.seen(), True)
+    missing = frame.filter(~answered)
+    unanswered = _unanswered(missing, seg=segment)
+    failed = pl.concat([*one.failed, unanswered.failed_attempts], rechunk=False)
+    return Settled(
+        lines=one.parts.lines,
+        results=results,
+        failed_attempts=sink_file(failed_path, failed.write_parquet, failed.height),
+    )
+
+
+def _two_passes(
+    chunks: Iterator[list[RowTuple]],
+    frame: pl.DataFrame,
+    index: KeyIndex,
+    pair_side: pl.DataFrame,
+    plan: _CandidatePlan,
+    results_path: str | os.PathLike[str],
+    failed_path: str | os.PathLike[str],
+) -> Settled:
+    target_dir = Path(results_path).parent
+    with tempfile.TemporaryDirectory(prefix=".pairbatch-parts-", dir=target_dir) as tmp:
+        parts = _Parts(Path(tmp))
+        for rows in chunks:
+            _write_part(rows, parts, index, pair_side, plan)
+        parts.warn_stray(plan.segment)
+        return _write_outputs(parts, frame, plan, results_path, failed_path)
+
+
+@attrs.define
+class _OnePass:
+    """Results streamed straight from the parser into the results file through a
+    Polars IO source; each chunk's failed attempts (no answer text: ~200 B a row) are
+    kept for the end, with the pair of every chunk's last lines to check that no key
+    was answered in two chunks."""
+
+    plan: _CandidatePlan
+    index: KeyIndex
+    pair_side: pl.DataFrame
+    parts: _Parts = attrs.field(factory=lambda: _Parts(Path()))
+    failed: list[pl.DataFrame] = attrs.field(factory=list)
+    pairs: list[pl.Series] = attrs.field(factory=list)
+
+    def run(self, chunks: Iterator[list[RowTuple]], path: str | os.PathLike[str]) -> FileCheck:
+        schema = dict(
+            normalize_results(empty_results(), self.plan.shape, backend="", model="").results.schema
+        )
+
+        def source(
+            with_columns: list[str] | None,
+            predicate: pl.Expr | None,
+            n_rows: int | None,
+            batch_size: int | None,
+        ) -> Iterator[pl.DataFrame]:
+            for rows in chunks:
+                out = self._chunk(rows)
+                if with_columns is not None:
+                    out = out.select(with_columns)
+                if predicate is not None:
+                    out = out.filter(predicate)
+                yield out
+
+        return _sink(register_io_source(source, schema=schema), path)
+
+    def _chunk(self, rows: list[RowTuple]) -> pl.DataFrame:
+        found = _candidates(rows, self.parts, self.index, self.pair_side, self.plan)
+        last = found.get_column("_pair").is_last_distinct()
+        chosen, earlier = found.filter(last), found.filter(~last)
+        self.pairs.append(chosen.get_column("_pair"))
+        invalid, repeated = _failed_rows(chosen.lazy().filter(~_VALID), earlier.lazy())
+        # Empty frames are not kept: 1,000 chunks' worth grew the peak by ~20 MB.
+        self.failed.extend(f for f in pl.collect_all([invalid, repeated]) if f.height)
+        return chosen.filter(_VALID).select(self.plan.result_columns)
+
+    def seen(self) -> pl.Series:
+        if not self.pairs:
+            return pl.Series("_pair", [], dtype=pl.UInt32)
+        return pl.concat(self.pairs)
+
+    def repeats_across_chunks(self) -> bool:
+        # Sorted neighbours, not ``is_duplicated``: its hash table was +23 MB at 650,000.
+        seen = self.seen().sort()
+        return bool(seen.len() > 1 and (seen.slice(1) == seen.slice(0, seen.len() - 1)).any())
+
+    def warn_stray(self) -> None:
+        self.parts.warn_stray(self.plan.segment)
+
+
+def _unanswered(missing: pl.DataFrame, *, seg: Segment) -> Normalized:
+    """The failed attempts of pairs that no line answered."""
+    return normalize_results(
+        empty_results(),
+        missing.drop("_pair"),
+        backend=seg.backend,
+        model=seg.model,
+        segment_index=seg.segment_index,
+        batch_id=seg.batch_id,
+        received_at=seg.received_at,
+        batch_status=seg.batch_status,
+    )
+
+
+@attrs.frozen
+class _CandidatePlan:
+    """The columns and expressions a chunk's candidate rows are built with (made once)."""
+
+    segment: Segment
+    #: The pairs' columns (no rows): the outputs' shape is derived from them.
+    shape: pl.DataFrame
+    result_columns: list[str] = attrs.field(init=False)
+    exprs: list[pl.Expr] = attrs.field(init=False)
+
+    @property
+    def pair_columns(self) -> list[str]:
+        return self.shape.columns
+
+    def __attrs_post_init__(self) -> None:
+        seg = self.segment
+        empty = normalize_results(empty_results(), self.shape, backend=seg.backend, model=seg.model)
+        object.__setattr__(self, "result_columns", empty.results.columns)
+        model = pl.coalesce(pl.col("model"), pl.lit(seg.model, dtype=pl.Utf8)).alias("model")
+        exprs = [
+            pl.lit(True).alias("_matched"),
+            _BETTER_ID,
+            model,
+            *_meta(seg.backend, seg.segment_index, seg.batch_id),
+        ]
+        object.__setattr__(self, "exprs", exprs)
+
+
+def _write_part(
+    rows: list[RowTuple],
+    parts: _Parts,
+    index: KeyIndex,
+    pair_side: pl.DataFrame,
+    plan: _CandidatePlan,
+) -> None:
+    candidates = _candidates(rows, parts, index, pair_side, plan)
+    path = parts.directory / f"part-{len(parts.files):06d}.parquet"
+    candidates.write_parquet(path, compression=_PART_COMPRESSION, statistics=False)
+    parts.files.append(path)
+    parts.keys.append(candidates.select("_pair", "_line"))
+
+
+def _candidates(
+    rows: list[RowTuple],
+    parts: _Parts,
+    index: KeyIndex,
+    pair_side: pl.DataFrame,
+    plan: _CandidatePlan,
+) -> pl.DataFrame:
+    """A chunk's lines that match a pair, each as the row it gives if it is its key's
+    last line (counting the lines, and the ones matching no pair, in ``parts``)."""
+    seg = plan.segment
+    start = parts.lines
+    parts.lines += len(rows)
+    raw = rows_to_frame(rows, tag_prefix=seg.tag_prefix, tag_suffix=seg.tag_suffix)
+    raw = raw.with_columns(pl.int_range(start, start + raw.height, dtype=pl.UInt32).alias("_line"))
+    flagged = raw.with_columns(index.lookup(raw.get_column("custom_id")))
+    known = flagged.filter(pl.col("_pair").is_not_null())
+    if known.height < flagged.height:
+        stray = flagged.filter(pl.col("_pair").is_null()).get_column("custom_id")
+        parts.stray += stray.len()
+        parts.stray_sample.extend(stray.head(3).to_list())
+    at = pl.lit(seg.received_at, dtype=_TS)
+    # A gather by row number: joining on the key rebuilt a hash table of every pair
+    # for each chunk (half the chunk's cost at 128,000 pairs).
+    matched = pair_side[known.get_column("_pair")].drop("_pair")
+    return (
+        pl.concat([matched, known], how="horizontal")
+        .with_columns(plan.exprs)
+        .with_columns(_WINNER_POS)
+        .with_columns(
+            at.alias("received_at"),
+            _ERROR_CODE,
+            _ANSWERED_DETAIL.alias("error_detail"),
+            *_phase_iter(plan.pair_columns),
+        )
+    )
+
+
+def _write_outputs(
+    parts: _Parts,
+    frame: pl.DataFrame,
+    plan: _CandidatePlan,
+    results_path: str | os.PathLike[str],
+    failed_path: str | os.PathLike[str],
+) -> Settled:
+    seg = plan.segment
+    # Lines are numbered in file order, so a pair's last line is its last occurrence.
+    if parts.keys:
+        last = pl.concat(parts.keys).filter(pl.col("_pair").is_last_distinct())
+        missing = frame.join(last.select("_pair"), on="_pair", how="anti")
+    else:
+        last, missing = None, frame
+    unanswered = _unanswered(missing, seg=seg)
+    if last is None:
+        valid, failed = unanswered.results.lazy(), unanswered.failed_attempts.lazy()
+    else:
+        valid, failed = _streamed(parts, last.get_column("_line"), plan, unanswered)
+    return Settled(
+        lines=parts.lines,
+        results=_sink(valid, results_path),
+        failed_attempts=_sink(failed, failed_path),
+    )
+
+
+def _streamed(
+    parts: _Parts, kept: pl.Series, plan: _CandidatePlan, unanswered: Normalized
+) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """The plans writing results and failed attempts from the candidate parts."""
+    # ``is_in`` a literal set rather than a semi / anti join: the streaming joins held
+    # the whole input (+180 MB at 200 MB of results), the filter streams (~60 MB,
+    # the engine's own buffers, whatever the file's size).
+    scan = pl.scan_parquet(parts.files).with_columns(
+        pl.col("_line").is_in(kept.implode()).alias("_last")
+    )
+    chosen = scan.filter(pl.col("_last"))
+    earlier = scan.filter(~pl.col("_last"))
+    valid = chosen.filter(_VALID).select(plan.result_columns)
+    invalid, repeated = _failed_rows(chosen, earlier)
+    failed = pl.concat([invalid, unanswered.failed_attempts.lazy(), repeated])
+    return valid, failed
+
+
+def _failed_rows(chosen: pl.LazyFrame, earlier: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Failed attempts from last lines without a valid winner, and from earlier lines
+    (duplicates)."""
+    at = pl.col("received_at").alias("attempted_at")
+    invalid = chosen.filter(~_VALID).with_columns(at, pl.lit(False).alias("is_duplicate"))
+    repeated = earlier.with_columns(
+        pl.lit("http_error").alias("error_code"),
+        pl.lit(DUPLICATE_DETAIL).alias("error_detail"),
+        at,
+        pl.lit(True).alias("is_duplicate"),
+    )
+    return invalid.select(_SELECT_FAILED), repeated.select(_SELECT_FAILED)
+
+
+def _sink(plan: pl.LazyFrame, path: str | os.PathLike[str]) -> FileCheck:
+    """Stream a plan into ``path`` (atomically); the row count from the file's footer."""
+    counted: list[int] = []
+
+    def write(tmp: Path) -> None:
+        plan.sink_parquet(tmp, engine="streaming", row_group_size=_ROW_GROUP)
+        counted.append(int(pl.scan_parquet(tmp).select(pl.len()).collect().item()))
+
+    check = sink_file(path, write, 0)
+    return attrs.evolve(check, rows=counted[0])
