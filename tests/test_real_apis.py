@@ -224,3 +224,54 @@ async def test_the_readme_tutorial_analysis_runs_as_written_on_a_run_where_all_f
     assert tutorial is not None
     code = "\n".join(line[4:] for line in tutorial.group(0).splitlines()[1:])
     exec(compile(code, "README.md", "exec"), {"result": result, "print": lambda *a: None})
+
+
+# Real model ids with default options and with reasoning / thinking on: every request the
+# client's profiles build must be accepted by the emulator's independent rules (sent as
+# the pre-flight's ordinary request: the same body a batch line carries).
+MATRIX = [
+    ("openai", "gpt-4.1-mini", {}),
+    ("openai", "gpt-4.1-mini", {"endpoint": "responses"}),
+    ("openai", "gpt-5-mini", {}),
+    *[("openai", "gpt-5-mini", {"reasoning": e}) for e in ("minimal", "low", "medium", "high")],
+    ("openai", "o4-mini", {}),
+    ("openai", "o4-mini", {"reasoning": "high", "include_thoughts": True}),
+    *[("openai", "gpt-5", {"reasoning": e}) for e in ("minimal", "low", "medium", "high")],
+    ("openai", "gpt-5-mini-2025-08-07", {"include_thoughts": True}),
+    ("openai", "gpt-5.1", {"reasoning": "none", "temperature": 0}),
+    ("openai", "gpt-5.2", {"reasoning": "xhigh"}),
+    ("anthropic", "claude-sonnet-4-5", {}),
+    ("anthropic", "claude-sonnet-4-5", {"include_thoughts": True}),
+    ("anthropic", "claude-haiku-4-5", {}),
+    ("anthropic", "claude-haiku-4-5", {"include_thoughts": True}),
+    ("anthropic", "claude-opus-4-7", {}),
+    ("anthropic", "claude-opus-4-7", {"include_thoughts": True}),
+    ("anthropic", "claude-opus-4-8", {"effort": "high"}),
+    ("gemini", "gemini-2.5-flash", {}),
+    ("gemini", "gemini-2.5-flash", {"include_thoughts": True, "thinking_budget": 512}),
+    ("gemini", "gemini-2.5-pro", {"include_thoughts": True}),
+    ("gemini", "gemini-3-flash-preview", {}),
+    ("gemini", "gemini-3-flash-preview", {"thinking_level": "high", "include_thoughts": True}),
+    ("gemini", "gemini-3-pro-preview", {"thinking_level": "low"}),
+]
+
+
+async def test_every_request_the_profiles_build_is_accepted_by_the_emulators_rules() -> None:
+    from pairbatch.prompts import DEFAULT_TEMPLATE, build_prompt
+    from pairbatch.providers import get_backend
+    from pairbatch.session import Session
+
+    prompt = build_prompt(DEFAULT_TEMPLATE, "T", "D", "a short one", "a much longer text here")
+    async with ProviderEmulator(latency=0.1) as emu:
+        async with Session(
+            api_keys={p: "k" for p in ("openai", "anthropic", "gemini")},
+            base_urls={p: emu.base_url(p) for p in ("openai", "anthropic", "gemini")},
+            rate_limits={p: 500.0 for p in ("openai", "anthropic", "gemini")},
+        ) as session:
+            for provider, model, options in MATRIX:
+                backend = get_backend(provider)
+                prepared = backend.prepare_options(model, options)
+                line = backend.request_line("pbm-1-0", prompt, model, prepared)
+                answer = await session.client(provider).preflight(line, prepared)
+                assert answer.better_sample == "SAMPLE_2", (provider, model, options, answer)
+        assert emu.stats.count(endpoint=GENERATE, status=200) == len(MATRIX)
