@@ -64,7 +64,8 @@ def run_direct(args: argparse.Namespace, seed: int, strategy: str) -> list[tuple
 
     def on_round(study: Study) -> None:
         row = study.rows[-1]
-        rho = truth_rho(study.fits[-1].scores, truth)
+        import os
+        rho = truth_rho((study.steer if os.environ.get("EVAL") == "steer" else study.fits[-1]).scores, truth)
         trace.append((int(row["total_comparisons"]), float(row["reliability"]), rho))
 
     design = Design(seed=seed, pairs_per_round=args.pairs_per_round, strategy=strategy)  # type: ignore[arg-type]

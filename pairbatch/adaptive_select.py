@@ -165,6 +165,12 @@ def adaptive_round(
         v, spread = posterior.contrasts(a, b)
         p = 1.0 / (1.0 + np.exp(-d / np.sqrt(1.0 + math.pi * v / 8.0)))
         info = p * (1.0 - p)
+        import os
+        crit = os.environ.get("CRIT", "trace")
+        if crit == "contrast":
+            spread = v * v
+        elif crit == "mix":
+            spread = spread + v * v
         gain = np.where(free, info * spread / (1.0 + info * v) / (1.0 + times), -1.0)
         best = int(np.argmax(gain))  # the first maximum: candidates are in a fixed order
         x, y = int(a[best]), int(b[best])
@@ -272,9 +278,10 @@ def _candidates(theta: Any, ids: list[str]) -> tuple[Any, Any]:
 def orient(pairs: pl.DataFrame, history: pl.DataFrame, seed: int, round_index: int) -> pl.DataFrame:
     """Choose who is shown first, balancing each text's first and second showings.
 
-    The text shown first less often so far goes first; on a tie, a pair judged before is
-    shown the other way round than last time (an LLM tends to repeat itself verbatim,
-    the other order is a genuinely new observation), else a keyed coin decides.
+    A pair judged before is shown the other way round than last time: an LLM tends to
+    repeat itself verbatim, so only the other order is a genuinely new observation (and
+    the two orders cancel the position effect). Otherwise the text shown first less often
+    so far goes first, and a keyed coin settles a tie.
     """
     balance: Counter[str] = Counter()
     last: dict[tuple[str, str], str] = {}
@@ -284,13 +291,13 @@ def orient(pairs: pl.DataFrame, history: pl.DataFrame, seed: int, round_index: i
         last[_key(one, two)] = one
     rows = []
     for one, t1, two, t2 in pairs.select(REQUIRED_COLUMNS).iter_rows():
-        swap = balance[one] > balance[two]
-        if balance[one] == balance[two]:
-            before = last.get(_key(one, two))
-            if before is not None:
-                swap = before == one
-            else:
-                swap = _hash_unit(seed, "orient", round_index, *_key(one, two)) < 0.5
+        before = last.get(_key(one, two))
+        if before is not None:
+            swap = before == one
+        elif balance[one] != balance[two]:
+            swap = balance[one] > balance[two]
+        else:
+            swap = _hash_unit(seed, "orient", round_index, *_key(one, two)) < 0.5
         if swap:
             one, t1, two, t2 = two, t2, one, t1
         balance[one] += 1
