@@ -11,7 +11,7 @@ Two kinds of figures, labelled in the output:
   loopback ProviderEmulator serving the same LatentJudge, checked against the direct
   run of the same seed (it must choose the same pairs and get the same verdicts).
 
-    python benchmarks/bench_adaptive.py                   # 200 texts, seeds 0-4
+    python benchmarks/bench_adaptive.py --seeds 10        # 200 texts, seeds 0-9
     python benchmarks/bench_adaptive.py --seeds 10 --emulator-rounds 0
 """
 
@@ -58,14 +58,15 @@ def truth_rho(scores: pl.DataFrame, truth: dict[str, float]) -> float:
     return spearman(scores["theta"].to_numpy(), [truth[i] for i in scores["id"]])
 
 
-def run_direct(args: argparse.Namespace, seed: int, strategy: str) -> list[tuple[int, float, float]]:
+def run_direct(
+    args: argparse.Namespace, seed: int, strategy: str
+) -> list[tuple[int, float, float]]:
     samples, judge, truth = world(args.texts, seed, args.noise, args.bias, args.lapse)
     trace: list[tuple[int, float, float]] = []
 
     def on_round(study: Study) -> None:
         row = study.rows[-1]
-        import os
-        rho = truth_rho((study.steer if os.environ.get("EVAL") == "steer" else study.fits[-1]).scores, truth)
+        rho = truth_rho(study.fits[-1].scores, truth)
         trace.append((int(row["total_comparisons"]), float(row["reliability"]), rho))
 
     design = Design(seed=seed, pairs_per_round=args.pairs_per_round, strategy=strategy)  # type: ignore[arg-type]
@@ -86,7 +87,9 @@ def direct(args: argparse.Namespace) -> None:
     )
     traces: dict[str, list[list[tuple[int, float, float]]]] = {"random": [], "adaptive": []}
     start = time.perf_counter()
-    print(f"{'seed':>4} {'random':>8} {'adaptive':>9} {'saving':>7}   (comparisons to Spearman >= {args.level})")
+    print(
+        f"{'seed':>4} {'random':>8} {'adaptive':>9} {'saving':>7}   (comparisons to Spearman >= {args.level})"
+    )
     for seed in args.seed_list:
         for strategy in traces:
             traces[strategy].append(run_direct(args, seed, strategy))
@@ -97,14 +100,18 @@ def direct(args: argparse.Namespace) -> None:
     print(f"mean {mean_r:>8.0f} {mean_a:>9.0f} {1 - mean_a / mean_r:>7.1%}")
     print(f"({time.perf_counter() - start:.1f} s)")
     print("\nper round, mean over seeds: reported reliability vs Spearman with the truth")
-    print(f"{'comparisons':>11} | {'random rel':>10} {'true rho':>8} | {'adaptive rel':>12} {'true rho':>8}")
+    print(
+        f"{'comparisons':>11} | {'random rel':>10} {'true rho':>8} | {'adaptive rel':>12} {'true rho':>8}"
+    )
     for i in range(args.rounds):
         cells = []
         for strategy in ("random", "adaptive"):
             rows = [t[i] for t in traces[strategy] if len(t) > i]
             cells.append((statistics.mean(r[1] for r in rows), statistics.mean(r[2] for r in rows)))
         count = traces["random"][0][i][0]
-        print(f"{count:>11} | {cells[0][0]:>10.3f} {cells[0][1]:>8.3f} | {cells[1][0]:>12.3f} {cells[1][1]:>8.3f}")
+        print(
+            f"{count:>11} | {cells[0][0]:>10.3f} {cells[0][1]:>8.3f} | {cells[1][0]:>12.3f} {cells[1][1]:>8.3f}"
+        )
 
 
 async def through_emulator(args: argparse.Namespace) -> None:
@@ -154,8 +161,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--texts", type=int, default=200)
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--pairs-per-round", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=24)
+    parser.add_argument("--pairs-per-round", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=36)
     parser.add_argument("--noise", type=float, default=0.5)
     parser.add_argument("--bias", type=float, default=0.3)
     parser.add_argument("--lapse", type=float, default=0.05)

@@ -197,10 +197,13 @@ async def run_adaptive(
             "base_urls": {str(backend): base_url} if base_url else None,
             "transport": transport,
         }
-        while True:
+        reason: str | None = None
+        while reason is None:
             index = study.next_round
             folder = round_folder(study_dir, index)
             if not await asyncio.to_thread(holds_registry, folder):
+                # A round folder holding a run was paid for: it is resumed whatever the
+                # stopping rule says now, so only an unstarted round may be skipped.
                 reason = study.stop_reason()
                 if reason is not None:
                     break
@@ -237,6 +240,7 @@ async def run_adaptive(
             _crash.point(f"adaptive:resumed:{index}")
     finally:
         lock.release()
+    assert reason is not None
     return study.result(reason, study_dir)
 
 

@@ -98,24 +98,36 @@ def spearman(x: Any, y: Any) -> float:
     return float(spearmanr(x, y).statistic)
 
 
-def random_round(samples: pl.DataFrame, design: Design, round_index: int) -> pl.DataFrame:
-    """A connected random design of ``design.pairs_per_round`` pairs (about), unoriented.
-
-    ``balanced_pairs`` gives each text about ``k`` comparisons on a random cycle plus
-    random matchings; its size is ``n*k/2``, trimmed to the round size by a keyed hash.
+def random_round(
+    samples: pl.DataFrame, design: Design, round_index: int, history: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """A random round, unoriented. Round 0: ``balanced_pairs``, a random cycle plus
+    random matchings (connected, each text in about ``2 * pairs_per_round / n``
+    comparisons). Later rounds (the random baseline): random pairs that keep every
+    text's total load level, each drawn between the least-compared texts (ties broken
+    by a keyed hash), avoiding pairs already judged while any other partner is left.
     """
     n = samples.height
-    k = max(2, round(2 * design.pairs_per_round / n))
-    seed = int(_hash_unit(design.seed, "random", round_index) * 2**31)
-    pairs = balanced_pairs(samples, min(k, n - 1), seed=seed)
-    if pairs.height > design.pairs_per_round and round_index > 0:
-        # Round 0 keeps its whole cycle: the study's graph must be connected from the start.
-        order = [
-            _hash_unit(design.seed, round_index, a, b) for a, b in zip(*_ids(pairs), strict=True)
-        ]
-        pairs = pairs.with_columns(pl.Series("_h", order)).sort("_h").head(design.pairs_per_round)
-        pairs = pairs.drop("_h")
-    return pairs.select(REQUIRED_COLUMNS)
+    if round_index == 0 or history is None:
+        k = max(2, round(2 * design.pairs_per_round / n))
+        seed = int(_hash_unit(design.seed, "random", round_index) * 2**31)
+        return balanced_pairs(samples, min(k, n - 1), seed=seed).select(REQUIRED_COLUMNS)
+    ids, texts = samples["ID"].to_list(), samples["text"].to_list()
+    load = Counter(history["ID1"]) + Counter(history["ID2"])
+    seen = Counter(_key(a, b) for a, b in zip(*_ids(history), strict=True))
+    rank = {i: _hash_unit(design.seed, "random", round_index, i) for i in ids}
+    rows: list[tuple[str, str, str, str]] = []
+    for _ in range(design.pairs_per_round):
+        a = min(range(n), key=lambda i: (load[ids[i]], rank[ids[i]]))
+        b = min(
+            (i for i in range(n) if i != a),
+            key=lambda i: (seen[_key(ids[a], ids[i])], load[ids[i]], rank[ids[i]]),
+        )
+        rows.append((ids[a], texts[a], ids[b], texts[b]))
+        load[ids[a]] += 1
+        load[ids[b]] += 1
+        seen[_key(ids[a], ids[b])] += 1
+    return pl.DataFrame(rows, schema=dict.fromkeys(REQUIRED_COLUMNS, pl.Utf8), orient="row")
 
 
 def _ids(pairs: pl.DataFrame) -> tuple[list[str], list[str]]:
@@ -165,12 +177,6 @@ def adaptive_round(
         v, spread = posterior.contrasts(a, b)
         p = 1.0 / (1.0 + np.exp(-d / np.sqrt(1.0 + math.pi * v / 8.0)))
         info = p * (1.0 - p)
-        import os
-        crit = os.environ.get("CRIT", "trace")
-        if crit == "contrast":
-            spread = v * v
-        elif crit == "mix":
-            spread = spread + v * v
         gain = np.where(free, info * spread / (1.0 + info * v) / (1.0 + times), -1.0)
         best = int(np.argmax(gain))  # the first maximum: candidates are in a fixed order
         x, y = int(a[best]), int(b[best])
@@ -317,9 +323,8 @@ def plan_round(
 ) -> pl.DataFrame:
     """Round ``round_index``'s pairs, oriented: the whole design rule in one call."""
     if round_index == 0 or design.strategy == "random" or fit is None:
-        pairs = random_round(samples, design, round_index)
-        if round_index > 0:
-            pairs = pairs.head(n_pairs)
+        sized = attrs.evolve(design, pairs_per_round=n_pairs) if round_index else design
+        pairs = random_round(samples, sized, round_index, history)
     else:
         pairs = adaptive_round(samples, design, round_index, history, fit, n_pairs)
     return orient(pairs, history, design.seed, round_index)

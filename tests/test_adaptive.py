@@ -71,7 +71,9 @@ def test_pairs_are_a_function_of_seed_and_earlier_verdicts() -> None:
         assert pairs.equals(again)
         study.add_round(judge.judge_pairs(pairs), pairs.height)
     other = Study(samples, Design(seed=4, pairs_per_round=10), FIXED)
-    assert not other.next_pairs().equals(plan_round(samples, design, 0, study.history[:0], None, 10))
+    assert not other.next_pairs().equals(
+        plan_round(samples, design, 0, study.history[:0], None, 10)
+    )
 
 
 def test_caps_positions_and_connectivity() -> None:
@@ -86,7 +88,12 @@ def test_caps_positions_and_connectivity() -> None:
     shown = Counter(history.select("ID1", "ID2").iter_rows())
     assert max(shown.values()) == 1
     later = history.filter(pl.col("round") > 0)
-    per_text = pl.concat([later.select("round", pl.col("ID1").alias("id")), later.select("round", pl.col("ID2").alias("id"))])
+    per_text = pl.concat(
+        [
+            later.select("round", pl.col("ID1").alias("id")),
+            later.select("round", pl.col("ID2").alias("id")),
+        ]
+    )
     assert per_text.group_by("round", "id").len()["len"].max() <= 3  # type: ignore[operator]
     # Positions balance while most pairs are fresh (a repeat is flipped whatever the balance).
     early = history.filter(pl.col("round") < 6)
@@ -108,7 +115,9 @@ def test_adaptive_pairs_are_closer_than_random_ones() -> None:
 
     def information(history: pl.DataFrame) -> float:
         later = history.filter(pl.col("round") > 0)
-        p = [judge.probability(texts[a], texts[b]) for a, b in later.select("ID1", "ID2").iter_rows()]
+        p = [
+            judge.probability(texts[a], texts[b]) for a, b in later.select("ID1", "ID2").iter_rows()
+        ]
         return float(np.mean([q * (1 - q) for q in p]))
 
     assert information(runs["adaptive"].results) > information(runs["random"].results)
@@ -120,19 +129,25 @@ def test_adaptive_pairs_are_closer_than_random_ones() -> None:
 def test_stops_at_target_with_the_reason_and_round_table() -> None:
     samples, judge = world(12, spread=3.0)
     stop = StopRule(target_reliability=0.8, stability=0.9, max_rounds=30)
-    result = simulate_adaptive(samples, judge.judge_pairs, design=Design(pairs_per_round=12), stop=stop)
+    result = simulate_adaptive(
+        samples, judge.judge_pairs, design=Design(pairs_per_round=12), stop=stop
+    )
     assert result.stopped_because == "target"
     last = result.rounds.row(-1, named=True)
     assert last["reliability"] >= 0.8 and last["stability"] >= 0.9
     assert result.rounds.height < 30
-    assert result.rounds["total_comparisons"].to_list() == list(np.cumsum(result.rounds["comparisons"]))
+    assert result.rounds["total_comparisons"].to_list() == list(
+        np.cumsum(result.rounds["comparisons"])
+    )
     assert result.round_scores["round"].n_unique() == result.rounds.height
 
 
 def test_budget_cuts_the_last_round_and_round_zero_is_never_cut() -> None:
     samples, judge = world(12)
     stop = StopRule(target_reliability=1.0, stability=1.0, max_rounds=20, max_comparisons=25)
-    result = simulate_adaptive(samples, judge.judge_pairs, design=Design(pairs_per_round=6), stop=stop)
+    result = simulate_adaptive(
+        samples, judge.judge_pairs, design=Design(pairs_per_round=6), stop=stop
+    )
     assert result.stopped_because == "max_comparisons"
     assert result.comparisons == 25 and result.rounds["comparisons"].to_list() == [12, 6, 6, 1]
     with pytest.raises(InputError, match="below round 0"):
@@ -178,7 +193,9 @@ async def study(emu: ProviderEmulator, samples: pl.DataFrame, out: Path, **kw: o
     )
 
 
-async def test_a_study_through_batches_equals_its_simulation_and_reruns_free(tmp_path: Path) -> None:
+async def test_a_study_through_batches_equals_its_simulation_and_reruns_free(
+    tmp_path: Path,
+) -> None:
     samples, judge = world()
     out = tmp_path / "study"
     async with ProviderEmulator(latency=0.05, judge=judge) as emu:
@@ -313,10 +330,16 @@ async def test_a_study_killed_anywhere_finishes_as_an_uninterrupted_one(
         else:
             killed = await run_cli(*args, env=env | {"PAIRBATCH_CRASH_AT": point})
         assert killed.rc == -signal.SIGKILL, killed.stderr
-        done = await run_cli(*args, env=env)
+        extra: list[str | Path] = ["--scores-out", tmp_path / "scores.csv"]
+        if point == "adaptive:resumed:1":
+            extra += ["--plot", tmp_path / "rounds.png"]
+        done = await run_cli(*args, *extra, env=env)
         assert done.rc == 0, done.stderr
         assert "stopped: max_rounds after 4 round(s)" in done.stdout
         assert emu.stats.batches_created["openai"] == 4  # one per round: none paid twice
         result = await study(emu, samples, out)  # reads the finished study back
         assert emu.stats.batches_created["openai"] == 4
     assert result.results.equals(reference(samples, judge).results)
+    assert_frame_equal(pl.read_csv(tmp_path / "scores.csv"), result.scores, rel_tol=1e-9)
+    if point == "adaptive:resumed:1":
+        assert (tmp_path / "rounds.png").read_bytes()[:4] == b"\x89PNG"
