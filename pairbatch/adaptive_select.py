@@ -44,7 +44,7 @@ class Design:
     about that size). ``max_repeats``: how often one unordered pair may be judged in the
     whole study (repeats are shown the other way round). ``max_per_text``: how many
     comparisons one text may get in one round (None: twice the average load, at least 2).
-    ``strategy="random"`` draws every round as round 0 is drawn: the baseline design.
+    ``strategy="random"`` draws random level-load pairs every round: the baseline.
     """
 
     seed: int = 0

@@ -322,7 +322,7 @@ async def test_a_study_killed_anywhere_finishes_as_an_uninterrupted_one(
     samples.write_csv(samples_csv)
     out = tmp_path / "study"
     args = cli_args(samples_csv, out)
-    latency = 1.0 if point.startswith("polling") else 0.05
+    latency = 0.5 if point.startswith("polling") else 0.05
     async with ProviderEmulator(latency=latency, judge=judge) as emu:
         env = emu.env()
         if point.startswith("polling"):
