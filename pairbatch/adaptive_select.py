@@ -142,19 +142,21 @@ def adaptive_round(
     fit: BTFit,
     n_pairs: int,
 ) -> pl.DataFrame:
-    """The ``n_pairs`` pairs expected to teach most, given the current fit.
+    """The ``n_pairs`` pairs expected to teach most about the ranking, given the fit.
 
     The scores' posterior covariance ``C`` is the inverse of the fitted information
     matrix (a graph Laplacian weighted by ``p(1-p)`` of every verdict so far, plus the
     weak N(0, 3^2) prior that keeps it invertible). One more verdict on pair (i, j), at
     the predictive ``p`` (the logistic of the contrast shrunk by its uncertainty
-    ``V = u'Cu``, ``d / sqrt(1 + pi V / 8)``), would lower the total posterior variance
-    ``trace C`` by ``I |Cu|^2 / (1 + I V)`` with ``I = p(1-p)`` — the A-optimal gain.
-    It counts pairs whose outcome is uncertain *and* whose verdict moves many scores, so
-    it favours links between poorly connected parts of the graph over yet another
-    comparison of close neighbours. Pairs are taken greedily with a rank-one update of
-    ``C`` after each; repeats are down-weighted by ``1 / (1 + times judged)`` and
-    capped, and each text's load in a round is capped.
+    ``V = u'Cu``, ``d / sqrt(1 + pi V / 8)``), would lower the weighted posterior
+    variance ``sum_k w_k C_kk`` by ``I u'CWCu / (1 + I V)``, ``I = p(1-p)``: weighted
+    A-optimality. The weights ``w`` (see :func:`_rank_weight`) turn score variance into
+    rank variance, so the design spends its comparisons where texts are crowded and
+    ranks are easily swapped. The gain counts pairs whose outcome is uncertain *and*
+    whose verdict moves many scores, so it also favours links between poorly connected
+    parts of the graph over yet another comparison of close neighbours. Pairs are taken
+    greedily with a rank-one update of ``C`` after each; repeats are down-weighted by
+    ``1 / (1 + times judged)`` and capped, and each text's load in a round is capped.
     """
     import numpy as np
 
@@ -193,16 +195,18 @@ def adaptive_round(
 
 
 class _Posterior:
-    """The scores' posterior covariance ``C`` and ``C^2``, dense (exact) or, past
-    ``DENSE_LIMIT`` texts, their diagonals only (what the fit's SEs give)."""
+    """The scores' posterior covariance ``C`` and ``CWC`` (``W`` the diagonal of rank
+    weights), dense (exact) or, past ``DENSE_LIMIT`` texts, their diagonals only (what
+    the fit's SEs give)."""
 
-    def __init__(self, cov: Any, dense: bool) -> None:
+    def __init__(self, cov: Any, dense: bool, weight: Any) -> None:
         self.dense = dense
         self.cov = cov
-        self.cov2 = cov @ cov if dense else cov * cov
+        self.weight = weight
+        self.cov2 = cov @ (weight[:, None] * cov) if dense else cov * cov * weight
 
     def contrasts(self, a: Any, b: Any) -> tuple[Any, Any]:
-        """``V = u'Cu`` and ``|Cu|^2 = u'C^2u`` for every candidate ``u = e_a - e_b``."""
+        """``V = u'Cu`` and ``u'CWCu`` for every candidate ``u = e_a - e_b``."""
         import numpy as np
 
         c, c2 = self.cov, self.cov2
@@ -215,13 +219,13 @@ class _Posterior:
 
     def observe(self, x: int, y: int, info: float) -> None:
         """One verdict on (x, y) with information ``info``: the rank-one update of ``C``
-        (Sherman–Morrison) and of ``C^2`` with it."""
+        (Sherman–Morrison) and of ``CWC`` with it."""
         import numpy as np
 
         if not self.dense:
             for i in (x, y):
                 self.cov[i] = 1.0 / (1.0 / self.cov[i] + info)
-                self.cov2[i] = self.cov[i] ** 2
+                self.cov2[i] = self.cov[i] ** 2 * self.weight[i]
             return
         cu = self.cov[:, x] - self.cov[:, y]
         c2u = self.cov2[:, x] - self.cov2[:, y]
@@ -229,7 +233,7 @@ class _Posterior:
         self.cov2 = (
             self.cov2
             - s * (np.outer(c2u, cu) + np.outer(cu, c2u))
-            + s * s * float(cu @ cu) * np.outer(cu, cu)
+            + s * s * float(cu @ (self.weight * cu)) * np.outer(cu, cu)
         )
         self.cov = self.cov - s * np.outer(cu, cu)
 
@@ -248,7 +252,7 @@ def _posterior(ids: list[str], history: pl.DataFrame, fit: BTFit) -> tuple[Any, 
     n = len(ids)
     if n > DENSE_LIMIT:
         var = np.array([max(scored.get(i, (0.0, 3.0))[1], 1e-3) ** 2 for i in ids])
-        return theta, _Posterior(var, dense=False)
+        return theta, _Posterior(var, dense=False, weight=_rank_weight(theta))
     effect = fit.position_effect
     delta = 0.0 if effect is None else round(effect.estimate, _DIGITS)
     pos = {name: i for i, name in enumerate(ids)}
@@ -260,7 +264,30 @@ def _posterior(ids: list[str], history: pl.DataFrame, fit: BTFit) -> tuple[Any, 
     np.add.at(info, (first, second), -weight)
     np.add.at(info, (second, first), -weight)
     info[np.diag_indices(n)] = -info.sum(axis=1) + 1.0 / 9.0
-    return theta, _Posterior(np.linalg.inv(info), dense=True)
+    return theta, _Posterior(np.linalg.inv(info), dense=True, weight=_rank_weight(theta))
+
+
+def _rank_weight(theta: Any, bins: int = 512) -> Any:
+    """Each text's weight in the variance to reduce: how far a score error moves its
+    rank. A text's rank changes by about ``n f(theta) * error`` (``f`` the density of
+    the scores), so a text in the crowded middle of the scale matters more for the
+    ranking than one alone in a tail: the weight is ``f^2`` (normalised to mean 1),
+    ``f`` a Gaussian kernel density (Silverman's bandwidth) computed on a fine grid so
+    it costs O(n) for any study size."""
+    import numpy as np
+
+    spread = float(np.std(theta))
+    if theta.size < 3 or spread == 0:
+        return np.ones(theta.size)
+    h = 1.06 * spread * theta.size ** (-0.2)
+    low, high = float(theta.min()) - 4 * h, float(theta.max()) + 4 * h
+    counts, edges = np.histogram(theta, bins=bins, range=(low, high))
+    centres = (edges[:-1] + edges[1:]) / 2
+    z = (centres[:, None] - centres[None, :]) / h
+    grid = np.exp(-0.5 * z * z) @ counts
+    density = np.interp(theta, centres, grid)
+    weight = density**2
+    return weight / weight.mean()
 
 
 def _candidates(theta: Any, ids: list[str]) -> tuple[Any, Any]:

@@ -123,6 +123,25 @@ def test_adaptive_pairs_are_closer_than_random_ones() -> None:
     assert information(runs["adaptive"].results) > information(runs["random"].results)
 
 
+@pytest.mark.parametrize("dense", [True, False])
+def test_large_studies_use_neighbour_windows_and_diagonal_posteriors(
+    dense: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pairbatch.adaptive_select as select
+
+    monkeypatch.setattr(select, "DENSE_LIMIT", 1500 if dense else 100)
+    samples, judge = world(400)  # 79,800 pairs: past ALL_PAIRS_LIMIT, so windows
+    study = Study(samples, Design(seed=2, pairs_per_round=150), FIXED)
+    study.add_round(judge.judge_pairs(study.next_pairs()), 400)
+    pairs = study.next_pairs()
+    assert pairs.height == 150
+    assert (pairs["ID1"] != pairs["ID2"]).all()
+    keys = {tuple(sorted(p)) for p in pairs.select("ID1", "ID2").iter_rows()}
+    assert len(keys) == 150
+    load = Counter(pairs["ID1"]) + Counter(pairs["ID2"])
+    assert max(load.values()) <= Design(pairs_per_round=150).per_text_cap(400, 150)
+
+
 # ---------------------------------------------------------------- stopping
 
 
