@@ -12,7 +12,7 @@ Two kinds of figures, labelled in the output:
   run of the same seed (it must choose the same pairs and get the same verdicts).
 
     python benchmarks/bench_adaptive.py --seeds 10        # 200 texts, seeds 0-9
-    python benchmarks/bench_adaptive.py --seeds 10 --emulator-rounds 0
+    python benchmarks/bench_adaptive.py --seeds 10 --first-seed 10 --emulator-rounds 0
 """
 
 from __future__ import annotations
@@ -161,6 +161,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--texts", type=int, default=200)
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="e.g. 10 for held-out seeds")
     parser.add_argument("--pairs-per-round", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--noise", type=float, default=0.5)
@@ -169,7 +170,7 @@ def main() -> None:
     parser.add_argument("--level", type=float, default=0.9)
     parser.add_argument("--emulator-rounds", type=int, default=8)
     args = parser.parse_args()
-    args.seed_list = list(range(args.seeds))
+    args.seed_list = list(range(args.first_seed, args.first_seed + args.seeds))
     direct(args)
     if args.emulator_rounds:
         asyncio.run(through_emulator(args))
