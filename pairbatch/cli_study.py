@@ -1,4 +1,4 @@
-"""``pairbatch scores`` and ``pairbatch report``: the study commands over finished runs.
+"""``pairbatch scores``, ``report``, ``latent-emulator`` and ``adaptive``: the study commands.
 
 ``cli.py`` registers them with :func:`add_study_commands` and hands parsed arguments
 to :func:`run_study_command`; errors surface as ``PairbatchError`` (one line, exit 2).
@@ -17,7 +17,7 @@ import polars as pl
 
 from pairbatch.errors import InputError
 
-STUDY_COMMANDS = ("scores", "report", "latent-emulator")
+STUDY_COMMANDS = ("scores", "report", "latent-emulator", "adaptive")
 
 
 def add_study_commands(sub: Any) -> None:
@@ -43,6 +43,34 @@ def add_study_commands(sub: Any) -> None:
     latent.add_argument("--host", default="127.0.0.1")
     latent.add_argument("--port", type=int, default=8765)
     latent.add_argument("--latency", type=float, default=1.0)
+    _add_adaptive(sub)
+
+
+def _add_adaptive(sub: Any) -> None:
+    adaptive = sub.add_parser(
+        "adaptive",
+        help="an adaptive study: rounds of batches that choose their pairs (re-run to continue)",
+    )
+    add = adaptive.add_argument
+    add("samples", help="samples: CSV/TSV/Parquet with columns ID, text, or a folder of .txt")
+    add("--output-dir", required=True, help="the study folder (one run folder per round)")
+    add("--backend", required=True, choices=("openai", "anthropic", "gemini"))
+    add("--model", required=True, help="the provider's model id")
+    add("--trait", default=None, help="built-in trait: overall_quality, organization")
+    add("--trait-name", default=None, help="your own trait's name")
+    add("--trait-description", default=None, help="your own trait's meaning")
+    add("--target-reliability", type=float, default=0.9)
+    add("--stability", type=float, default=0.98, help="Spearman between consecutive rounds")
+    add("--pairs-per-round", type=int, default=None, help="default: one per sample")
+    add("--max-rounds", type=int, default=10)
+    add("--max-comparisons", type=int, default=None, help="budget of submitted comparisons")
+    add("--strategy", choices=("adaptive", "random"), default="adaptive")
+    add("--seed", type=int, default=0)
+    add("--interval-seconds", type=float, default=60.0, help="seconds between polls")
+    add("--n-segments", type=int, default=None, help="batches per round (default 1)")
+    add("--batch-size", type=int, default=None, help="pairs per batch, instead of --n-segments")
+    add("--scores-out", default=None, help="also write the final scores to FILE.csv/.parquet")
+    add("--plot", default=None, help="also write a PNG of reliability and stability per round")
 
 
 def run_study_command(args: argparse.Namespace) -> int | None:
@@ -57,7 +85,60 @@ def run_study_command(args: argparse.Namespace) -> int | None:
         return 0
     if args.command == "latent-emulator":
         return asyncio.run(_latent_emulator(args))
+    if args.command == "adaptive":
+        return asyncio.run(_adaptive(args))
     return None
+
+
+async def _adaptive(args: argparse.Namespace) -> int:
+    from pairbatch.adaptive import plot_rounds, run_adaptive
+    from pairbatch.prompts import trait_description
+
+    if args.trait and (args.trait_name or args.trait_description):
+        raise InputError("give --trait or --trait-name/--trait-description, not both")
+    if args.trait or not (args.trait_name or args.trait_description):
+        name, description = trait_description(args.trait or "overall_quality")
+    elif not (args.trait_name and args.trait_description):
+        raise InputError("--trait-name and --trait-description go together")
+    else:
+        name, description = args.trait_name, args.trait_description
+    out = Path(args.scores_out) if args.scores_out else None
+    if out is not None and out.suffix.lower() not in (".csv", ".parquet"):
+        raise InputError(f"--scores-out must end in .csv or .parquet, got {out.name!r}")
+    segments = {"batch_size": args.batch_size} if args.batch_size else {}
+    if args.n_segments:
+        segments["n_segments"] = args.n_segments
+    result = await run_adaptive(
+        args.samples,
+        backend=args.backend,
+        model=args.model,
+        trait_name=name,
+        trait_description=description,
+        output_dir=args.output_dir,
+        target_reliability=args.target_reliability,
+        stability=args.stability,
+        pairs_per_round=args.pairs_per_round,
+        max_rounds=args.max_rounds,
+        max_comparisons=args.max_comparisons,
+        strategy=args.strategy,
+        interval_seconds=args.interval_seconds,
+        seed=args.seed,
+        **segments,
+    )
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True):
+        print(result.rounds)
+    print(
+        f"stopped: {result.stopped_because} after {result.rounds.height} round(s), "
+        f"{result.comparisons} comparisons"
+    )
+    if out is not None:
+        if out.suffix.lower() == ".csv":
+            result.scores.write_csv(out)
+        else:
+            result.scores.write_parquet(out)
+    if args.plot:
+        print(f"wrote {plot_rounds(result, args.plot)}")
+    return 0
 
 
 def read_qualities(path: str) -> dict[str, float]:

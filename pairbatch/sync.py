@@ -14,6 +14,7 @@ import concurrent.futures
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from pairbatch import adaptive as _adaptive
 from pairbatch import resume as _resume
 from pairbatch import submit as _submit
 
@@ -40,4 +41,9 @@ def resume_multi_batches(*args: Any, **kwargs: Any) -> _resume.ResumeResult:
     return run(_resume.resume_multi_batches(*args, **kwargs))
 
 
-__all__ = ["resume_multi_batches", "run", "submit_pairs_multi_batch"]
+def run_adaptive(*args: Any, **kwargs: Any) -> _adaptive.AdaptiveResult:
+    """Blocking :func:`pairbatch.adaptive.run_adaptive`."""
+    return run(_adaptive.run_adaptive(*args, **kwargs))
+
+
+__all__ = ["resume_multi_batches", "run", "run_adaptive", "submit_pairs_multi_batch"]

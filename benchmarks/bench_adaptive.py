@@ -1,0 +1,180 @@
+"""Adaptive vs random designs against a judge with planted qualities.
+
+Two kinds of figures, labelled in the output:
+
+* **direct**: the study loop (``simulate_adaptive``, the same pair choice and fits as
+  ``run_adaptive``) with verdicts from ``LatentJudge.judge_pairs``, no batches: for
+  each seed and design, the comparisons needed until the scores' Spearman correlation
+  with the planted qualities first reaches 0.9, and per round the reported
+  (scale-separation) reliability next to the true agreement, so inflation shows;
+* **emulator**: one adaptive study through ``run_adaptive`` and real batches on the
+  loopback ProviderEmulator serving the same LatentJudge, checked against the direct
+  run of the same seed (it must choose the same pairs and get the same verdicts).
+
+    python benchmarks/bench_adaptive.py --seeds 10        # 200 texts, seeds 0-9
+    python benchmarks/bench_adaptive.py --seeds 10 --first-seed 10 --emulator-rounds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from pairbatch.adaptive import Design, StopRule, run_adaptive, simulate_adaptive
+from pairbatch.adaptive_select import spearman
+from pairbatch.adaptive_study import Study
+from pairbatch.prompts import TRAITS
+from pairbatch.testing import ProviderEmulator
+from pairbatch.testing.judge import LatentJudge
+
+NEVER = StopRule(target_reliability=2.0, stability=2.0)  # run every round: a fixed budget
+
+
+def world(n: int, seed: int, noise: float, bias: float, lapse: float):
+    rng = np.random.default_rng(seed)
+    quality = rng.normal(0.0, 1.0, n)
+    ids = [f"s{i:03d}" for i in range(n)]
+    texts = [f"Essay {i} of study {seed}: " + "lorem ipsum " * (i % 7 + 1) for i in range(n)]
+    samples = pl.DataFrame({"ID": ids, "text": texts})
+    judge = LatentJudge(
+        dict(zip(texts, quality, strict=True)),
+        noise=noise,
+        position_bias=bias,
+        lapse=lapse,
+        seed=seed,
+    )
+    return samples, judge, dict(zip(ids, quality, strict=True))
+
+
+def truth_rho(scores: pl.DataFrame, truth: dict[str, float]) -> float:
+    return spearman(scores["theta"].to_numpy(), [truth[i] for i in scores["id"]])
+
+
+def run_direct(
+    args: argparse.Namespace, seed: int, strategy: str
+) -> list[tuple[int, float, float]]:
+    samples, judge, truth = world(args.texts, seed, args.noise, args.bias, args.lapse)
+    trace: list[tuple[int, float, float]] = []
+
+    def on_round(study: Study) -> None:
+        row = study.rows[-1]
+        rho = truth_rho(study.fits[-1].scores, truth)
+        trace.append((int(row["total_comparisons"]), float(row["reliability"]), rho))
+
+    design = Design(seed=seed, pairs_per_round=args.pairs_per_round, strategy=strategy)  # type: ignore[arg-type]
+    stop = StopRule(target_reliability=2.0, stability=2.0, max_rounds=args.rounds)
+    simulate_adaptive(samples, judge.judge_pairs, design=design, stop=stop, on_round=on_round)
+    return trace
+
+
+def needed(trace: list[tuple[int, float, float]], level: float) -> float:
+    return next((float(c) for c, _, rho in trace if rho >= level), math.inf)
+
+
+def direct(args: argparse.Namespace) -> None:
+    print(
+        f"direct: {args.texts} texts, qualities N(0,1), noise {args.noise} (logit SD "
+        f"{1 / args.noise:.2f}), position bias {args.bias}, lapse {args.lapse}, "
+        f"{args.pairs_per_round} pairs per round, {args.rounds} rounds"
+    )
+    traces: dict[str, list[list[tuple[int, float, float]]]] = {"random": [], "adaptive": []}
+    start = time.perf_counter()
+    print(
+        f"{'seed':>4} {'random':>8} {'adaptive':>9} {'saving':>7}   (comparisons to Spearman >= {args.level})"
+    )
+    for seed in args.seed_list:
+        for strategy in traces:
+            traces[strategy].append(run_direct(args, seed, strategy))
+        r, a = needed(traces["random"][-1], args.level), needed(traces["adaptive"][-1], args.level)
+        print(f"{seed:>4} {r:>8.0f} {a:>9.0f} {1 - a / r:>7.1%}")
+    mean_r = statistics.mean(needed(t, args.level) for t in traces["random"])
+    mean_a = statistics.mean(needed(t, args.level) for t in traces["adaptive"])
+    print(f"mean {mean_r:>8.0f} {mean_a:>9.0f} {1 - mean_a / mean_r:>7.1%}")
+    print(f"({time.perf_counter() - start:.1f} s)")
+    print("\nper round, mean over seeds: reported reliability vs Spearman with the truth")
+    print(
+        f"{'comparisons':>11} | {'random rel':>10} {'true rho':>8} | {'adaptive rel':>12} {'true rho':>8}"
+    )
+    for i in range(args.rounds):
+        cells = []
+        for strategy in ("random", "adaptive"):
+            rows = [t[i] for t in traces[strategy] if len(t) > i]
+            cells.append((statistics.mean(r[1] for r in rows), statistics.mean(r[2] for r in rows)))
+        count = traces["random"][0][i][0]
+        print(
+            f"{count:>11} | {cells[0][0]:>10.3f} {cells[0][1]:>8.3f} | {cells[1][0]:>12.3f} {cells[1][1]:>8.3f}"
+        )
+
+
+async def through_emulator(args: argparse.Namespace) -> None:
+    seed = args.seed_list[0]
+    samples, judge, truth = world(args.texts, seed, args.noise, args.bias, args.lapse)
+    name, description = TRAITS["overall_quality"]
+    stop = StopRule(target_reliability=2.0, stability=2.0, max_rounds=args.emulator_rounds)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        async with ProviderEmulator(latency=0.05, judge=judge) as emu:
+            result = await run_adaptive(
+                samples,
+                backend="openai",
+                model="gpt-4.1-mini",
+                trait_name=name,
+                trait_description=description,
+                output_dir=Path(tmp) / "study",
+                pairs_per_round=args.pairs_per_round,
+                max_rounds=args.emulator_rounds,
+                target_reliability=0.99,
+                stability=0.99,
+                interval_seconds=0.05,
+                seed=seed,
+                api_key="test-key",
+                base_url=emu.base_url("openai"),
+            )
+            creates = emu.stats.batches_created["openai"]
+    elapsed = time.perf_counter() - start
+    design = Design(seed=seed, pairs_per_round=args.pairs_per_round)
+    sim = simulate_adaptive(samples, judge.judge_pairs, design=design, stop=stop)
+    same = result.results.equals(sim.results)
+    print(
+        f"\nemulator: seed {seed}, {result.rounds.height} rounds through run_adaptive, "
+        f"{result.comparisons} comparisons, {creates} batches created, {elapsed:.1f} s; "
+        f"stopped: {result.stopped_because}; verdicts identical to the direct run: {same}"
+    )
+    print(f"{'round':>5} {'comparisons':>11} {'reliability':>11} {'stability':>9} {'true rho':>8}")
+    for row in result.rounds.iter_rows(named=True):
+        fit = result.round_scores.filter(pl.col("round") == row["round"])
+        print(
+            f"{row['round']:>5} {row['total_comparisons']:>11} {row['reliability']:>11.3f} "
+            f"{row['stability']:>9.3f} {truth_rho(fit, truth):>8.3f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--texts", type=int, default=200)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="e.g. 10 for held-out seeds")
+    parser.add_argument("--pairs-per-round", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--noise", type=float, default=0.5)
+    parser.add_argument("--bias", type=float, default=0.3)
+    parser.add_argument("--lapse", type=float, default=0.05)
+    parser.add_argument("--level", type=float, default=0.9)
+    parser.add_argument("--emulator-rounds", type=int, default=8)
+    args = parser.parse_args()
+    args.seed_list = list(range(args.first_seed, args.first_seed + args.seeds))
+    direct(args)
+    if args.emulator_rounds:
+        asyncio.run(through_emulator(args))
+
+
+if __name__ == "__main__":
+    main()
