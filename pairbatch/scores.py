@@ -105,6 +105,9 @@ def _prepare(results: pl.DataFrame) -> _Data:
         )
         .group_by("a", "b")
         .agg(pl.len().alias("n"), pl.col("first_won").sum().alias("w"))
+        # group_by's order varies between calls; sums in a fixed order make the same
+        # input give bit-identical estimates (adaptive rounds steer on them).
+        .sort("a", "b")
     )
     a, b = counts["a"].to_numpy(), counts["b"].to_numpy()
     n, w = counts["n"].to_numpy().astype(float), counts["w"].to_numpy().astype(float)
