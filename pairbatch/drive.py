@@ -47,6 +47,10 @@ log = logging.getLogger("pairbatch.resume")
 # an hour more before it is called a failure.
 COMPLETION_WINDOW = timedelta(hours=24)
 UNKNOWN_STATE_GRACE = timedelta(hours=1)
+# The code of a batch refused for a full queue (OpenAI's enqueued-token limit), and how
+# often one segment is sent again for it within a resume before its failure stands.
+QUEUE_FULL = "token_limit_exceeded"
+MAX_REQUEUES = 3
 # Statuses that mean the job can never succeed by polling again (wrong key, gone batch).
 _PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 410, 422})
 
@@ -112,6 +116,7 @@ class JobDriver:
         # With a queue limit, creates go one at a time: each sees the queue its
         # predecessor left (room is checked and taken as one step).
         self._create_turn = asyncio.Lock()
+        self._requeues: dict[int, int] = {}
         self.reconciler = Reconciler(self.client_for, lambda: self.jobs.values())
         self.rng = random.Random()
         self.level = logging.INFO if options.verbose else logging.DEBUG
@@ -254,6 +259,11 @@ class JobDriver:
                         error=None,
                     )
                 )
+            if status.state.is_terminal and self.requeues_left(job, status):
+                job = await self.requeue(job, status)
+                job = await self.obtain_batch(job)
+                client, status, first = self.client_for(job.provider), None, True
+                continue
             if status.state.is_terminal:
                 try:
                     return await self.finish(job, status)
@@ -265,6 +275,24 @@ class JobDriver:
                         exc,
                     )
                     job = await self.unreachable(job, exc)
+
+    def requeues_left(self, job: Job, status: BatchStatus) -> bool:
+        """A batch the provider refused for a full queue (it never ran) is sent again,
+        a few times, once there is room, instead of failing its pairs."""
+        full = status.state is BatchState.FAILED and QUEUE_FULL in (status.error or "")
+        return full and self._requeues.get(job.segment_index, 0) < MAX_REQUEUES
+
+    async def requeue(self, job: Job, status: BatchStatus) -> Job:
+        self._requeues[job.segment_index] = self._requeues.get(job.segment_index, 0) + 1
+        reason = f"queued again: the provider's queue was full ({status.error})"
+        self.say("segment %d: %s", job.segment_index, reason)
+        job = await self.record(
+            job.transition(batch_id=None, status=JobStatus.INTENT, raw_status=None, error=reason)
+        )
+        self.emit(Event(EventKind.RETRY, job, detail=reason))
+        # Give the batches already queued time to finish before asking again.
+        await asyncio.sleep(self.options.next_delay(job, None, self.rng))
+        return job
 
     def past_window(self, job: Job, status: BatchStatus) -> BatchStatus:
         """A state pairbatch does not know is polled (the provider logged a warning) until

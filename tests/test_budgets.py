@@ -109,3 +109,69 @@ async def test_resume_and_status_report_tokens_and_cost(tmp_path: Path) -> None:
     assert (
         "tokens: estimated" in status.stdout and f"answered so far {prompt:,} in" in status.stdout
     )
+
+
+async def test_the_emulators_queue_limit_refuses_a_batch_and_it_is_queued_again(
+    tmp_path: Path,
+) -> None:
+    # With no limit of its own the client overfills the (emulated) provider's queue: the
+    # batches refused with token_limit_exceeded are sent again once there is room, and
+    # every pair is judged; the refused ones are never adopted.
+    pairs = study_pairs(12, seed=2)
+    async with ProviderEmulator(latency=0.4) as emu:
+        probe = await submit(emu, tmp_path / "probe", pairs=pairs, preflight=False)
+        await pairbatch.resume_multi_batches(
+            output_dir=probe.output_dir,
+            interval_seconds=0.05,
+            **credentials(emu),  # type: ignore[arg-type]
+        )
+        settings = orjson.loads((probe.output_dir / "run_settings.json").read_bytes())
+        input_tokens = max(v[0] for v in settings["estimates"].values())
+        from pairbatch.testing import FaultConfig
+
+        emu.set_faults("openai", FaultConfig(enqueued_token_limit=2 * input_tokens))
+        before = emu.stats.batches_created["openai"]
+        await submit(emu, tmp_path / "run", pairs=pairs, preflight=False)
+        result = await pairbatch.resume_multi_batches(
+            output_dir=tmp_path / "run",
+            interval_seconds=0.05,
+            **credentials(emu),  # type: ignore[arg-type]
+        )
+        created = emu.stats.batches_created["openai"] - before
+    assert result.all_done and result.batch_failures.height == 0
+    check_run(result, pairs)
+    assert created > 4  # some were refused and sent again
+
+
+async def test_a_client_limit_within_the_providers_means_no_batch_is_refused(
+    tmp_path: Path,
+) -> None:
+    pairs = study_pairs(12, seed=2)
+    async with ProviderEmulator(latency=0.4) as emu:
+        probe = await submit(emu, tmp_path / "probe", pairs=pairs, preflight=False)
+        await pairbatch.resume_multi_batches(
+            output_dir=probe.output_dir,
+            interval_seconds=0.05,
+            **credentials(emu),  # type: ignore[arg-type]
+        )
+        settings = orjson.loads((probe.output_dir / "run_settings.json").read_bytes())
+        per_segment = max(sum(v) for v in settings["estimates"].values())
+        from pairbatch.testing import FaultConfig
+
+        # The provider counts input tokens only; the client's estimate adds the output.
+        emu.set_faults("openai", FaultConfig(enqueued_token_limit=2 * per_segment))
+        before = emu.stats.batches_created["openai"]
+        await submit(
+            emu,
+            tmp_path / "run",
+            pairs=pairs,
+            preflight=False,
+            enqueued_token_limit=2 * per_segment,
+        )
+        result = await pairbatch.resume_multi_batches(
+            output_dir=tmp_path / "run",
+            interval_seconds=0.05,
+            **credentials(emu),  # type: ignore[arg-type]
+        )
+        assert emu.stats.batches_created["openai"] - before == 4  # none refused
+    check_run(result, pairs)

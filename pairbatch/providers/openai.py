@@ -393,9 +393,10 @@ class OpenAIClient(JsonApiClient):
             data = page.get("data") or []
             for batch in data:
                 metadata = batch.get("metadata") or {}
-                if metadata.get(RUN_TAG_KEY) == job.run_tag and metadata.get(SEGMENT_KEY) == str(
-                    job.segment_index
-                ):
+                ours = metadata.get(RUN_TAG_KEY) == job.run_tag
+                if ours and metadata.get(SEGMENT_KEY) == str(job.segment_index):
+                    if queue_full(batch):
+                        continue  # refused for a full queue: never ran, sent again later
                     found.append(Candidate(str(batch["id"]), proven=True, detail="metadata"))
             if not page.get("has_more") or not data:
                 break
@@ -432,6 +433,17 @@ def _from_epoch(value: object) -> datetime | None:
 
 
 BACKEND = OpenAIBackend(parse_line, fast_line, OpenAIClient)
+
+
+QUEUE_FULL = "token_limit_exceeded"
+
+
+def queue_full(batch: dict[str, Any]) -> bool:
+    """A batch that failed validation because the enqueued-token limit was reached: it
+    never ran and costs nothing, and the segment may be sent again."""
+    errors = (batch.get("errors") or {}).get("data") or []
+    failed = batch.get("status") == "failed"
+    return failed and any(isinstance(e, dict) and e.get("code") == QUEUE_FULL for e in errors)
 
 
 def insufficient_quota(body: object) -> bool:

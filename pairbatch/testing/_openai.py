@@ -42,7 +42,7 @@ from pairbatch.testing.faults import (
     FILES_GET,
     stable_int,
 )
-from pairbatch.testing.judge import fixed_judge, openai_prompt
+from pairbatch.testing.judge import fixed_judge, openai_prompt, tokens
 from pairbatch.testing.rules import check_openai
 from pairbatch.testing.state import Batch, EndKind, Outcome, Phase, Request, View, shuffled
 
@@ -206,13 +206,18 @@ class OpenAIRoutes:
         else:
             items, errors, model = parse_input(data, endpoint)
         batch_id = "batch_" + secrets.token_hex(16)
+        enqueued = sum(tokens(openai_prompt(body) or "") for _, body in items)
         info: dict[str, Any] = {
             "endpoint": endpoint,
             "input_file_id": stored.id,
             "completion_window": "24h",
             "metadata": metadata,
             "model": model,
+            "enqueued_tokens": enqueued,
         }
+        limit = self.core.fault_config(OPENAI).enqueued_token_limit
+        if not errors and limit is not None and self._queued_tokens() + enqueued > limit:
+            errors = [_queue_full(model, limit)]
         batch = self.core.create_batch(
             OPENAI,
             batch_id,
@@ -221,17 +226,17 @@ class OpenAIRoutes:
             errors=errors,
         )
         if not errors and batch.fate.value == "failed":
-            batch.errors.append(
-                {
-                    "code": "token_limit_exceeded",
-                    "message": f"Enqueued token limit reached for {model or 'this model'} in "
-                    "organization org-emulator. Limit: 2,000,000 enqueued tokens. Please try "
-                    "again once some in_progress batches have been completed.",
-                    "param": None,
-                    "line": None,
-                }
-            )
+            batch.errors.append(_queue_full(model, 2_000_000))
         return json_response(self.batch_json(batch))
+
+    def _queued_tokens(self) -> int:
+        """Input tokens of the batches still in the queue (not yet ended)."""
+        now = self.core.now()
+        return sum(
+            int(batch.info.get("enqueued_tokens") or 0)
+            for batch in self.core.batches[OPENAI].values()
+            if not batch.view(now).terminal
+        )
 
     def _batch_or_404(self, request: web.Request) -> Batch | web.Response:
         batch_id = request.match_info["batch_id"]
@@ -472,3 +477,16 @@ def _status(view: View) -> str:
         Phase.CANCELLING: "cancelling",
         Phase.ENDED: "completed",
     }[view.phase]
+
+
+def _queue_full(model: str | None, limit: int) -> dict[str, Any]:
+    """The validation error of a batch over the enqueued-token limit (the real wording,
+    as users report it: "Enqueued token limit reached for gpt-4o in organization ...")."""
+    return {
+        "code": "token_limit_exceeded",
+        "message": f"Enqueued token limit reached for {model or 'this model'} in organization "
+        f"org-emulator. Limit: {limit:,} enqueued tokens. Please try again once some "
+        "in_progress batches have been completed.",
+        "param": None,
+        "line": None,
+    }

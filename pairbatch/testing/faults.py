@@ -109,6 +109,10 @@ class FaultConfig:
     truncate_rate: float = attrs.field(default=0.0, validator=_rate)
     # Share of the declared body actually sent before the connection is closed.
     truncate_fraction: float = attrs.field(default=0.5, validator=_rate)
+    # OpenAI's enqueued-token limit: a batch whose input tokens, with those of the
+    # provider's batches still in progress, exceed it fails validation with
+    # ``token_limit_exceeded``, as the real service's batches do.
+    enqueued_token_limit: int | None = None
     endpoints: frozenset[str] | None = attrs.field(default=None, converter=_endpoint_set)
     slow_endpoints: frozenset[str] | None = attrs.field(default=None, converter=_endpoint_set)
 
