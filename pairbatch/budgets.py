@@ -171,6 +171,17 @@ class QueueGate:
         async with self._changed:
             await self._changed.wait_for(lambda: self.fits(job))
 
+    async def wait_for_a_finish(self, at_most: float) -> None:
+        """Until one more of the run's jobs is done, or ``at_most`` seconds."""
+
+        def done() -> int:
+            return sum(1 for j in self._jobs() if j.done)
+
+        before = done()
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait_for(lambda: done() > before), at_most)
+
     async def changed(self) -> None:
         async with self._changed:
             self._changed.notify_all()

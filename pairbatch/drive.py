@@ -50,7 +50,7 @@ UNKNOWN_STATE_GRACE = timedelta(hours=1)
 # The code of a batch refused for a full queue (OpenAI's enqueued-token limit), and how
 # often one segment is sent again for it within a resume before its failure stands.
 QUEUE_FULL = "token_limit_exceeded"
-MAX_REQUEUES = 3
+MAX_REQUEUES = 10
 # Statuses that mean the job can never succeed by polling again (wrong key, gone batch).
 _PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 410, 422})
 
@@ -290,8 +290,9 @@ class JobDriver:
             job.transition(batch_id=None, status=JobStatus.INTENT, raw_status=None, error=reason)
         )
         self.emit(Event(EventKind.RETRY, job, detail=reason))
-        # Give the batches already queued time to finish before asking again.
-        await asyncio.sleep(self.options.next_delay(job, None, self.rng))
+        # Ask again once one of this run's batches has finished (room in the queue), or
+        # after a few poll intervals when none of them is running.
+        await self.queue.wait_for_a_finish(4 * self.options.next_delay(job, None, self.rng))
         return job
 
     def past_window(self, job: Job, status: BatchStatus) -> BatchStatus:

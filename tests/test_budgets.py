@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+import polars as pl
 import pytest
 
 import pairbatch
@@ -125,13 +126,19 @@ async def test_the_emulators_queue_limit_refuses_a_batch_and_it_is_queued_again(
             interval_seconds=0.05,
             **credentials(emu),  # type: ignore[arg-type]
         )
-        settings = orjson.loads((probe.output_dir / "run_settings.json").read_bytes())
-        input_tokens = max(v[0] for v in settings["estimates"].values())
+        done = await pairbatch.resume_multi_batches(
+            output_dir=probe.output_dir, api_keys={"openai": "k"}
+        )
+        # The provider's own count of a segment's input tokens, from its answers' usage.
+        per_segment = done.combined.group_by("segment_index").agg(pl.col("prompt_tokens").sum())
         from pairbatch.testing import FaultConfig
 
-        emu.set_faults("openai", FaultConfig(enqueued_token_limit=2 * input_tokens))
+        limit = int(2.5 * per_segment["prompt_tokens"].max())  # two segments at a time
+        emu.set_faults("openai", FaultConfig(enqueued_token_limit=limit))
         before = emu.stats.batches_created["openai"]
-        await submit(emu, tmp_path / "run", pairs=pairs, preflight=False)
+        # Fast enough that all four creates land while the first batches still run.
+        fast = {"openai": 500.0}
+        await submit(emu, tmp_path / "run", pairs=pairs, preflight=False, rate_limits=fast)
         result = await pairbatch.resume_multi_batches(
             output_dir=tmp_path / "run",
             interval_seconds=0.05,
