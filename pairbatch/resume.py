@@ -392,6 +392,7 @@ async def resume_multi_batches(
     on_event: EventHandler | None = None,
     redownload: Iterable[int] | bool = (),
     wakeups: Wakeups | None = None,
+    retry_failed: int = 0,
 ) -> ResumeResult:
     """Poll, download and parse every unfinished job; return the combined results.
 
@@ -402,7 +403,13 @@ async def resume_multi_batches(
     journal is always written; ``write_registry`` asks for the CSV snapshot as well (kept
     anyway when one exists). A ``transport`` passed in is shared as it is: its own rate
     limits apply, not ``rate_limits``. ``redownload``: see :func:`iter_completed`.
+    ``retry_failed=N``: once every job is done, send the pairs with no result again
+    (:func:`pairbatch.retries.retry_failed`, at most ``N + 1`` attempts each) and resume
+    those, up to ``N`` rounds.
     """
+    arguments = dict(locals())
+    if isinstance(retry_failed, bool) or not isinstance(retry_failed, int) or retry_failed < 0:
+        raise InputError(f"'retry_failed' must be an integer >= 0, got {retry_failed!r}")
     outcomes: dict[int, JobOutcome] = {}
     gen = iter_completed(
         jobs,
@@ -456,7 +463,7 @@ async def resume_multi_batches(
     tokens = actual_tokens([combined, failed_frame])
     budget = (await asyncio.to_thread(read_settings, out_dir)).get("budget") or {}
     prices = Prices.coerce(budget.get("prices"))
-    return ResumeResult(
+    result = ResumeResult(
         tokens=tokens,
         cost=None if prices is None else prices.cost(*tokens),
         jobs=final_jobs,
@@ -466,3 +473,27 @@ async def resume_multi_batches(
         batch_failures=failures if failures is not None else empty_batch_failures(),
         combined_csv_path=written,
     )
+    if retry_failed and result.all_done and await _retry_round(arguments, out_dir, recorded):
+        return await resume_multi_batches(
+            **(arguments | {"jobs": None, "output_dir": out_dir, "retry_failed": retry_failed - 1})
+        )
+    return result
+
+
+async def _retry_round(arguments: Mapping[str, Any], out_dir: Path, jobs: list[Job]) -> bool:
+    """One automatic retry round; whether it sent anything. Each round adds at most one
+    attempt to each pair without a result, so ``N`` rounds bound a pair at ``N + 1``."""
+    from pairbatch.retries import retry_failed
+
+    provider = jobs[0].provider.value if jobs else None
+    keys, urls = arguments["api_keys"] or {}, arguments["base_urls"] or {}
+    sent = await retry_failed(
+        out_dir,
+        max_attempts=1_000_000,  # the rounds are the bound here
+        api_key=keys.get(provider) if provider else None,
+        base_url=urls.get(provider) if provider else None,
+        transport=arguments["transport"],
+        verbose=arguments["verbose"],
+        on_event=arguments["on_event"],
+    )
+    return bool(sent.jobs)

@@ -15,7 +15,8 @@ from pairbatch.testing import FaultConfig, ProviderEmulator
 from tests.engine_helpers import MODELS, credentials, study_pairs, submit_to
 from tests.test_cli import run_cli
 
-FAULTS = FaultConfig(request_error_rate=0.25, no_tag_rate=0.15)
+# Errored requests, unparseable answers, and batches that expire part-way.
+FAULTS = FaultConfig(request_error_rate=0.25, no_tag_rate=0.15, batch_expired_rate=0.3)
 
 
 async def first_pass(emu: ProviderEmulator, out: Path, pairs: pl.DataFrame, provider: str) -> None:
@@ -124,3 +125,25 @@ async def test_kill_anywhere_during_a_retry_then_again_pays_once(
         segments = len(pairbatch.read_registry(out))
         assert emu.stats.batches_created["openai"] == segments
     each_pair_once(result, pairs)
+
+
+async def test_resume_can_retry_failed_pairs_by_itself(tmp_path: Path) -> None:
+    from pairbatch.retries import pairs_to_retry
+
+    pairs = study_pairs(30, seed=8)
+    noisy = FaultConfig(request_error_rate=0.3)
+    async with ProviderEmulator(latency=0.1, faults={"openai": noisy}, seed=2) as emu:
+        await submit_to(emu, "openai", pairs, tmp_path, n_segments=3)
+        result = await pairbatch.resume_multi_batches(
+            output_dir=tmp_path,
+            interval_seconds=0.05,
+            retry_failed=3,
+            **credentials(emu),  # type: ignore[arg-type]
+        )
+    assert result.all_done
+    jobs = pairbatch.read_registry(tmp_path)
+    assert len(jobs) > 3  # it did retry
+    left = pairs_to_retry(jobs, max_attempts=1_000_000)
+    # 30 % errors, four attempts: about 1 % of pairs still without a result.
+    assert left.height <= 3 and (left.height == 0 or left["attempt"].max() == 5)
+    assert result.combined.height == pairs.height - left.height
