@@ -21,55 +21,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
-import io
 import logging
 import os
-import re
-from collections.abc import Iterable, Mapping
-from datetime import datetime
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import orjson
 
 from pairbatch._fs import atomic_write_bytes
 from pairbatch.errors import RegistryError
-from pairbatch.models import Job, JobStatus, Provider
+from pairbatch.models import Job
+from pairbatch.registry_codec import (
+    COLUMNS,
+    EXTRA_COLUMNS,
+    JOURNAL_NAME,
+    REFERENCE_COLUMNS,
+    REGISTRY_NAME,
+    SETTINGS_NAME,
+    _check_against_run,
+    _csv_bytes,
+    _job_record,
+    _journal_bytes,
+    _journal_lines,
+    _merge,
+    _read_csv,
+    _read_journal,
+)
 
 log = logging.getLogger("pairbatch.registry")
-
-REGISTRY_NAME = "jobs_registry.csv"
-JOURNAL_NAME = "jobs_registry.journal"
-SETTINGS_NAME = "run_settings.json"
-
-REFERENCE_COLUMNS = (
-    "segment_index",
-    "provider",
-    "model",
-    "batch_id",
-    "batch_input_path",
-    "batch_output_path",
-    "csv_path",
-    "pairs_path",
-    "done",
-)
-EXTRA_COLUMNS = (
-    "status",
-    "raw_status",
-    "n_pairs",
-    "run_tag",
-    "submitted_at",
-    "updated_at",
-    "error",
-    "rev",
-    "files",
-)
-COLUMNS = REFERENCE_COLUMNS + EXTRA_COLUMNS
-_PATH_COLUMNS = ("batch_input_path", "batch_output_path", "csv_path", "pairs_path")
-_TRUE = frozenset({"true", "t", "1", "yes"})
-_FALSE = frozenset({"false", "f", "0", "no"})
-_NA = frozenset({"", "na", "nan", "null", "none"})
 
 
 def registry_path(output_dir: str | os.PathLike[str]) -> Path:
@@ -83,403 +62,6 @@ def journal_path(output_dir: str | os.PathLike[str]) -> Path:
 def holds_registry(output_dir: str | os.PathLike[str]) -> bool:
     """Whether ``output_dir`` holds a run's registry (either file)."""
     return registry_path(output_dir).exists() or journal_path(output_dir).exists()
-
-
-# ---------------------------------------------------------------- encoding
-
-
-def _relative(path: str | None, base: str) -> str | None:
-    """Store paths inside the run folder relative to it, so the folder can move.
-
-    ``os.path.abspath`` rather than ``Path.resolve``: no syscalls, which matters when a
-    10,000-row registry is encoded.
-    """
-    if path is None:
-        return None
-    absolute = os.path.abspath(path)
-    if absolute.startswith(base + os.sep):
-        return absolute[len(base) + 1 :]
-    return path
-
-
-def _absolute(path: str | None, base: Path) -> str | None:
-    if path is None:
-        return None
-    candidate = Path(path).expanduser()
-    return str(candidate if candidate.is_absolute() else base / candidate)
-
-
-# A stored path that ``pathlib`` would leave as written: no ``~``, no empty, ``.`` or
-# ``..``-free normalisation to do (``..`` is kept by pathlib too), no trailing slash.
-_PLAIN_PATH = re.compile(r"[^~/][^/]*(?:/[^/]+)*")
-_DOT_SEGMENT = re.compile(r"(?:^|/)\.(?:/|$)")
-
-
-class _Resolver:
-    """:func:`_absolute` for many paths under one folder. Building ``Path`` objects was
-    60% of reading a registry (100 µs a job); plain relative names, the only kind
-    pairbatch writes, are joined as strings to the same result."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        text = str(base)
-        self.prefix = "" if text == "." else text.rstrip("/") + "/"
-
-    def __call__(self, path: str | None) -> str | None:
-        if path is None:
-            return None
-        if _PLAIN_PATH.fullmatch(path) and not _DOT_SEGMENT.search(path):
-            return self.prefix + path
-        return _absolute(path, self.base)
-
-
-def _job_record(job: Job, base: str, rev: int) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "segment_index": job.segment_index,
-        "provider": job.provider.value,
-        "model": job.model,
-        "batch_id": job.batch_id,
-        "done": job.done,
-        "status": job.status.value,
-        "raw_status": job.raw_status,
-        "n_pairs": job.n_pairs,
-        "run_tag": job.run_tag,
-        "submitted_at": job.submitted_at.isoformat() if job.submitted_at else None,
-        "updated_at": job.updated_at.isoformat() if job.updated_at else None,
-        "error": job.error,
-        "rev": rev,
-        "files": [f.as_dict() for f in job.files],
-    }
-    for column in _PATH_COLUMNS:
-        record[column] = _relative(getattr(job, column), base)
-    return record
-
-
-def _csv_bytes(jobs: Iterable[tuple[Job, int]], base: Path) -> bytes:
-    root = os.path.abspath(base)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for job, rev in sorted(jobs, key=lambda item: item[0].segment_index):
-        record = _job_record(job, root, rev)
-        row = []
-        for column in COLUMNS:
-            value = record[column]
-            if value is None:
-                row.append("NA")
-            elif isinstance(value, bool):
-                row.append("TRUE" if value else "FALSE")
-            elif column == "files":
-                row.append(orjson.dumps(value).decode() if value else "NA")
-            else:
-                row.append(str(value))
-        writer.writerow(row)
-    return buffer.getvalue().encode()
-
-
-def _journal_bytes(jobs: Iterable[tuple[Job, int]], base: Path) -> bytes:
-    root = os.path.abspath(base)
-    return b"".join(orjson.dumps(_job_record(job, root, rev)) + b"\n" for job, rev in jobs)
-
-
-# ---------------------------------------------------------------- decoding
-
-
-class _RowReader:
-    """Typed access to one registry row, with errors naming the row and column."""
-
-    def __init__(self, source: str, row_number: int, row: Mapping[str, Any]) -> None:
-        self.source, self.row_number, self.row = source, row_number, row
-
-    def fail(self, column: str, message: str) -> RegistryError:
-        return RegistryError(f"{self.source}: row {self.row_number}, column {column!r}: {message}")
-
-    def text(self, column: str) -> str | None:
-        value = self.row.get(column)
-        if value is None:
-            return None
-        text = value if type(value) is str else str(value)
-        # Every NA spelling is at most 4 characters once stripped: longer text is text.
-        if len(text) > 4 and not text[0].isspace() and not text[-1].isspace():
-            return text
-        return None if text.strip().lower() in _NA else text
-
-    def required(self, column: str) -> str:
-        value = self.text(column)
-        if value is None:
-            raise self.fail(column, "value is missing")
-        return value
-
-    def integer(self, column: str, default: int | None = None) -> int:
-        value = self.row.get(column)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        text = self.text(column)
-        if text is None:
-            if default is not None:
-                return default
-            raise self.fail(column, "value is missing")
-        try:
-            number = float(text)
-        except ValueError:
-            raise self.fail(column, f"{text!r} is not an integer") from None
-        if not number.is_integer():
-            raise self.fail(column, f"{text!r} is not an integer")
-        return int(number)
-
-    def boolean(self, column: str) -> bool:
-        value = self.row.get(column)
-        if isinstance(value, bool):
-            return value
-        text = (self.text(column) or "").strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE or text == "":
-            return False
-        raise self.fail(column, f"{value!r} is not a boolean (use TRUE or FALSE)")
-
-    def timestamp(self, column: str) -> datetime | None:
-        text = self.text(column)
-        if text is None:
-            return None
-        try:
-            return datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise self.fail(column, f"{text!r} is not an ISO-8601 timestamp") from None
-
-    def files(self) -> list[Any]:
-        value = self.row.get("files")
-        if isinstance(value, list):
-            return value
-        text = self.text("files")
-        if text is None:
-            return []
-        try:
-            parsed = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            raise self.fail("files", "is not a JSON list of file records") from None
-        if not isinstance(parsed, list):
-            raise self.fail("files", "is not a JSON list of file records")
-        return parsed
-
-    def job(self, base: Path | _Resolver) -> Job:
-        provider_text = self.required("provider")
-        try:
-            provider = Provider.parse(provider_text)
-        except ValueError as exc:
-            raise self.fail("provider", str(exc)) from None
-        done = self.boolean("done")
-        status_text = self.text("status")
-        if status_text is None:
-            # A reference registry has no status: done is all it knows.
-            status = JobStatus.SUCCEEDED if done else JobStatus.PENDING
-        else:
-            try:
-                status = JobStatus(status_text)
-            except ValueError:
-                valid = ", ".join(s.value for s in JobStatus)
-                raise self.fail("status", f"{status_text!r} is not one of {valid}") from None
-        resolve = base if isinstance(base, _Resolver) else _Resolver(base)
-        paths = {}
-        for column in _PATH_COLUMNS:
-            value = self.text(column) if column == "pairs_path" else self.required(column)
-            paths[column] = resolve(value)
-        try:
-            return Job(
-                segment_index=self.integer("segment_index"),
-                provider=provider,
-                model=self.required("model"),
-                batch_id=self.text("batch_id"),
-                batch_input_path=paths["batch_input_path"] or "",
-                batch_output_path=paths["batch_output_path"] or "",
-                csv_path=paths["csv_path"] or "",
-                pairs_path=paths["pairs_path"],
-                done=done,
-                status=status,
-                raw_status=self.text("raw_status"),
-                n_pairs=self.integer("n_pairs", default=0),
-                run_tag=self.text("run_tag") or "",
-                submitted_at=self.timestamp("submitted_at"),
-                updated_at=self.timestamp("updated_at"),
-                error=self.text("error"),
-                files=self.files(),
-            )
-        except (TypeError, ValueError) as exc:
-            raise self.fail("files", f"bad file record: {exc}") from None
-
-
-# A record as read: the job, its rev (None when the source had none), and where it was.
-_Read = tuple[Job, int | None, str]
-
-
-def _decode_text(path: Path, data: bytes) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise RegistryError(
-            f"{path}: line {line} is not UTF-8 text (byte {exc.start}); the file is damaged"
-        ) from None
-
-
-def _read_bytes(path: Path) -> bytes | None:
-    """The file's bytes; ``None`` when it does not exist; an error naming it otherwise."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise RegistryError(f"{path}: cannot be read ({exc.strerror})") from None
-
-
-def _read_csv(path: Path) -> list[_Read]:
-    base = path.parent
-    data = _read_bytes(path)
-    if data is None:
-        return []
-    text = _decode_text(path, data)
-    if "\x00" in text:
-        raise RegistryError(f"{path}: holds NUL bytes; the file is damaged")
-    reader = csv.DictReader(io.StringIO(text))
-    resolve = _Resolver(base)
-    try:
-        header = reader.fieldnames or []
-        missing = [c for c in REFERENCE_COLUMNS if c not in header and c != "pairs_path"]
-        if missing:
-            raise RegistryError(f"{path}: missing column(s): {', '.join(missing)}")
-        out: list[_Read] = []
-        for number, row in enumerate(reader, start=1):
-            if None in row or any(v is None for v in row.values()):
-                raise RegistryError(
-                    f"{path}: row {number} has {len(row) - (None in row)} of {len(header)} "
-                    "fields; the file is damaged (cut or edited)"
-                )
-            reader_row = _RowReader(str(path), number, row)
-            rev = reader_row.integer("rev", default=-1) if "rev" in header else None
-            out.append((reader_row.job(resolve), rev, f"{path}: row {number}"))
-    except csv.Error as exc:
-        raise RegistryError(f"{path}: line {reader.line_num}: {exc}") from None
-    if out and not text.endswith(("\n", "\r")):
-        raise RegistryError(
-            f"{path}: row {len(out)} ends without a newline: the file was cut mid-row"
-        )
-    return out
-
-
-def _journal_lines(data: bytes) -> tuple[list[bytes], bool]:
-    """The journal's lines, and whether the last one is torn (no newline after it)."""
-    lines = data.split(b"\n")
-    torn = bool(lines and lines[-1].strip())
-    return lines, torn
-
-
-def _read_journal(path: Path, base: Path) -> list[_Read]:
-    data = _read_bytes(path)
-    if data is None:
-        return []
-    lines, torn = _journal_lines(data)
-    resolve = _Resolver(base)
-    out: list[_Read] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            if torn and number == len(lines):
-                log.warning("ignoring a torn last line in %s (a crash mid-append)", path)
-                continue
-            raise RegistryError(f"{path}: line {number} is not valid JSON") from None
-        if not isinstance(record, dict):
-            raise RegistryError(f"{path}: line {number} is not a JSON object")
-        reader = _RowReader(str(path), number, record)
-        rev = reader.integer("rev") if record.get("rev") is not None else None
-        out.append((reader.job(resolve), rev, f"{path}: line {number}"))
-    return out
-
-
-def _merge(csv_records: list[_Read], journal: list[_Read]) -> dict[int, tuple[Job, int, str]]:
-    """Per segment, the newest record. A journal line without a rev (older versions)
-    is newer than any CSV row and than the lines before it."""
-    merged: dict[int, tuple[Job, int, str]] = {}
-    seen_csv: set[int] = set()
-    for job, rev, where in csv_records:
-        if job.segment_index in seen_csv:
-            raise RegistryError(
-                f"{where}, column 'segment_index': duplicate segment {job.segment_index}"
-            )
-        seen_csv.add(job.segment_index)
-        merged[job.segment_index] = (job, -1 if rev is None else rev, where)
-    floor = max((rev for _, rev, _ in merged.values()), default=-1)
-    for order, (job, rev, where) in enumerate(journal, start=1):
-        effective = floor + order if rev is None else rev
-        current = merged.get(job.segment_index)
-        if current is None or effective >= current[1]:
-            merged[job.segment_index] = (job, effective, where)
-    return merged
-
-
-def _run_segments(output_dir: Path) -> tuple[set[int] | None, set[int], str | None]:
-    """The segments, the pending ones (a retry's new segments whose intents may not be
-    recorded yet) and the run tag ``run_settings.json`` lists (``None`` if none)."""
-    try:
-        settings = orjson.loads((output_dir / SETTINGS_NAME).read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return None, set(), None
-    if not isinstance(settings, dict):
-        return None, set(), None
-    segments = settings.get("segments")
-    pending = settings.get("pending_segments") or []
-    tag = settings.get("run_tag") if isinstance(settings.get("run_tag"), str) else None
-    if not isinstance(segments, list) or not all(isinstance(s, int) for s in segments):
-        return None, set(), tag
-    return set(segments), {s for s in pending if isinstance(s, int)}, tag
-
-
-def _check_against_run(
-    output_dir: Path, merged: Mapping[int, tuple[Job, int, str]], source: Path
-) -> None:
-    segments, pending, tag = _run_segments(output_dir)
-    if segments is not None:
-        for job, _, where in merged.values():
-            if job.segment_index not in segments | pending:
-                raise RegistryError(
-                    f"{where}: segment {job.segment_index} is not a segment of this run "
-                    f"({SETTINGS_NAME} lists {_ranges(segments)})"
-                )
-        absent = sorted(segments - set(merged))
-        if absent:
-            raise RegistryError(
-                f"{source}: segment(s) {_ranges(absent)} of this run are missing "
-                f"({SETTINGS_NAME} lists {_ranges(segments)}); the registry is damaged"
-            )
-    owners: dict[str, int] = {}
-    for job, _, where in merged.values():
-        if tag is not None and job.run_tag and job.run_tag != tag:
-            raise RegistryError(f"{where}: run tag {job.run_tag!r} is not this run's ({tag!r})")
-        for path in (job.batch_input_path, job.pairs_path):
-            if path is None:
-                continue
-            other = owners.setdefault(path, job.segment_index)
-            if other != job.segment_index:
-                raise RegistryError(
-                    f"{where}: segment {job.segment_index} names {Path(path).name}, "
-                    f"which is segment {other}'s"
-                )
-
-
-def _ranges(values: Iterable[int]) -> str:
-    ordered = sorted(values)
-    parts: list[str] = []
-    start = prev = None
-    for value in [*ordered, None]:
-        if value is not None and prev is not None and value == prev + 1:
-            prev = value
-            continue
-        if start is not None:
-            parts.append(str(start) if start == prev else f"{start}-{prev}")
-        start = prev = value
-    return ", ".join(parts)
 
 
 def read_registry_revs(output_dir: str | os.PathLike[str]) -> list[tuple[Job, int]]:
@@ -681,3 +263,21 @@ class Registry:
                 await self._committer
         if self._jobs:
             await asyncio.to_thread(self._compact, self._snapshot())
+
+
+__all__ = [
+    "COLUMNS",
+    "EXTRA_COLUMNS",
+    "JOURNAL_NAME",
+    "REFERENCE_COLUMNS",
+    "REGISTRY_NAME",
+    "SETTINGS_NAME",
+    "Registry",
+    "holds_registry",
+    "journal_path",
+    "read_registry",
+    "read_registry_revs",
+    "registry_path",
+    "repair_torn_tail",
+    "write_registry",
+]
