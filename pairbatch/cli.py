@@ -405,16 +405,18 @@ async def _resume(args: argparse.Namespace, **extra: Any) -> tuple[int, Any]:
 
 
 async def _status(args: argparse.Namespace) -> int:
-    from pairbatch.manage import budget_line, live_states, status_table
+    from pairbatch.manage import budget_line, live_states, status_frame
+    from pairbatch.registry import read_registry
     from pairbatch.status_view import render
 
     folder = Path(args.output_dir)
     if not await asyncio.to_thread(folder.is_dir):
         raise InputError(f"{folder} is not a run folder")
     live = await live_states(folder) if args.refresh else None
-    table = await asyncio.to_thread(status_table, folder, live)
+    jobs = await asyncio.to_thread(read_registry, folder)
+    table = status_frame(jobs, live)
     print(render(table, wide=args.wide))
-    line = await asyncio.to_thread(budget_line, folder)
+    line = await asyncio.to_thread(budget_line, folder, jobs)
     if line:
         print(line)
     ok = table["done"].all() and (table["status"] == "succeeded").all()

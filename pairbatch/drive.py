@@ -47,9 +47,8 @@ log = logging.getLogger("pairbatch.resume")
 # an hour more before it is called a failure.
 COMPLETION_WINDOW = timedelta(hours=24)
 UNKNOWN_STATE_GRACE = timedelta(hours=1)
-# The code of a batch refused for a full queue (OpenAI's enqueued-token limit), and how
-# often one segment is sent again for it within a resume before its failure stands.
-QUEUE_FULL = "token_limit_exceeded"
+# How often one segment refused for a full queue is sent again within a resume before
+# its failure stands.
 MAX_REQUEUES = 10
 # Statuses that mean the job can never succeed by polling again (wrong key, gone batch).
 _PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 410, 422})
@@ -279,7 +278,7 @@ class JobDriver:
     def requeues_left(self, job: Job, status: BatchStatus) -> bool:
         """A batch the provider refused for a full queue (it never ran) is sent again,
         a few times, once there is room, instead of failing its pairs."""
-        full = status.state is BatchState.FAILED and QUEUE_FULL in (status.error or "")
+        full = status.state is BatchState.FAILED and status.queue_full
         return full and self._requeues.get(job.segment_index, 0) < MAX_REQUEUES
 
     async def requeue(self, job: Job, status: BatchStatus) -> Job:
@@ -312,10 +311,9 @@ class JobDriver:
     def client_for(self, provider: Provider) -> BatchClient:
         """The provider's client, speaking the API version the run was submitted with."""
         client = self.session.client(provider)
-        version = (self.settings.get("options") or {}).get("api_version")
-        if version and self.settings.get("provider") == provider.value:
-            # Only Gemini has versions (v1beta, v1); its client reads this attribute.
-            setattr(client, "api_version", version)  # noqa: B010
+        options = self.settings.get("options")
+        if isinstance(options, dict) and self.settings.get("provider") == provider.value:
+            client.use_options(options)
         return client
 
     async def unreachable(self, job: Job, exc: ProviderError) -> Job:

@@ -46,7 +46,13 @@ def status_table(
     """One row per job as the registry on disk has it (no lock: a reader), with its age
     in minutes and its result and failure counts. ``live`` maps segments to a fresh
     provider status (or the reason it could not be had), shown in ``state``."""
-    jobs = read_registry(output_dir)
+    return status_frame(read_registry(output_dir), live)
+
+
+def status_frame(
+    jobs: list[Job], live: Mapping[int, BatchStatus | str] | None = None
+) -> pl.DataFrame:
+    """:func:`status_table` of jobs already read."""
     now = utcnow()
     rows = []
     for job in jobs:
@@ -160,9 +166,10 @@ async def cancel_multi_batches(
     )
 
 
-def budget_line(output_dir: str | os.PathLike[str]) -> str | None:
+def budget_line(output_dir: str | os.PathLike[str], jobs: list[Job] | None = None) -> str | None:
     """Estimated tokens (and cost) of the run as submitted, and what the finished jobs'
-    answers report so far; ``None`` for a run with no estimates (older versions)."""
+    answers report so far; ``None`` for a run with no estimates (older versions).
+    ``jobs``: the registry as already read (read here when not given)."""
     from pairbatch.budgets import Prices, actual_tokens, read_estimates
     from pairbatch.outcomes import load_outcome
     from pairbatch.settings import read_settings
@@ -177,7 +184,7 @@ def budget_line(output_dir: str | os.PathLike[str]) -> str | None:
     est_in = sum(e.input_tokens for e in estimates.values())
     est_out = sum(e.output_tokens for e in estimates.values())
     frames = []
-    for job in read_registry(folder):
+    for job in jobs if jobs is not None else read_registry(folder):
         if job.done:
             outcome = load_outcome(job)
             frames += [outcome.results, outcome.failed_attempts]

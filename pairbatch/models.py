@@ -80,6 +80,9 @@ class BatchStatus:
     # (or what ``done``/the output tell); the engine should stop polling such a batch
     # once the completion window plus a grace period has passed, and treat it as failed.
     unknown_state: bool = False
+    # Refused before it ran because the provider's queue was full (OpenAI's
+    # ``token_limit_exceeded``): nothing was paid and the segment may be sent again.
+    queue_full: bool = False
 
     @property
     def outcome(self) -> str:

@@ -204,6 +204,10 @@ class BatchClient(Protocol):
 
     async def cancel(self, batch_id: str) -> None: ...
 
+    def use_options(self, options: Options) -> None:
+        """Take the run's options (e.g. Gemini's API version) for later calls."""
+        ...
+
     async def find_batches(self, job: Job) -> list[Candidate]:
         """Batches this job's create may have made: proven by run tag and segment, or
         unproven look-alikes (see :class:`~pairbatch.models.Candidate`)."""
@@ -276,6 +280,10 @@ class JsonApiClient:
 
     def _headers(self) -> dict[str, str]:
         raise NotImplementedError
+
+    def use_options(self, options: Options) -> None:
+        """Take the run's options for later calls (a stored batch is polled with the API
+        version it was created under); most providers need none of them."""
 
     async def _call(
         self, method: str, path: str, *, idempotent: bool = True, **kwargs: Any

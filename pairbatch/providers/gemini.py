@@ -273,8 +273,8 @@ class GeminiClient(JsonApiClient):
     """Gemini batch mode over the shared transport.
 
     ``api_version`` (``v1beta`` or ``v1``) is used for every path; ``submit`` takes it
-    from the prepared options, and a client made to poll a stored batch should be given
-    the run's (``client.api_version = settings["options"]["api_version"]``).
+    from the prepared options, and a client made to poll a stored batch is given the
+    run's through :meth:`use_options`.
     """
 
     provider: Provider = Provider.GEMINI
@@ -288,6 +288,9 @@ class GeminiClient(JsonApiClient):
 
     def _headers(self) -> dict[str, str]:
         return {"x-goog-api-key": self._api_key, "content-type": "application/json"}
+
+    def use_options(self, options: Options) -> None:
+        self._use_version(options)
 
     def _use_version(self, options: Options | None) -> str:
         version = (options or {}).get("api_version") or self.api_version

@@ -342,6 +342,7 @@ class OpenAIClient(JsonApiClient):
             state=state or BatchState.RUNNING,
             raw_state=raw,
             unknown_state=state is None,
+            queue_full=queue_full(batch),
             error=batch_errors(batch.get("errors")),
             counts=RequestCounts(
                 total=counts.get("total"),
