@@ -18,6 +18,7 @@ import os
 import re
 import socket
 import sys
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -54,10 +55,16 @@ def _try_lock(fd: int) -> bool:
 
 
 def _holder(path: Path) -> str:
-    try:
-        info = orjson.loads(path.read_bytes() or b"{}")
-    except (OSError, orjson.JSONDecodeError):
-        return "another process"
+    # A holder that has just taken the lock may not have written its name yet (only a
+    # brand-new lock file is ever empty): look again for a moment before saying less.
+    for _ in range(20):
+        try:
+            info = orjson.loads(path.read_bytes() or b"{}")
+        except (OSError, orjson.JSONDecodeError):
+            info = {}
+        if isinstance(info, dict) and "pid" in info:
+            break
+        time.sleep(0.01)
     if not isinstance(info, dict) or "pid" not in info:
         return "another process"
     what = f" ({info['command']})" if info.get("command") else ""
@@ -92,10 +99,14 @@ class RunLock:
                 f"{self.folder} is being written by {_holder(self.path)}; "
                 "wait for it to finish (or stop it) and try again"
             )
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command}
-        os.ftruncate(fd, 0)
+        info = orjson.dumps(
+            {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command}
+        )
+        # Written over the old holder's, then cut to length: a refused writer reading it
+        # meanwhile sees a whole name (the old or the new), never an empty file.
         os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, orjson.dumps(info))
+        os.write(fd, info)
+        os.ftruncate(fd, len(info))
         self._fd = fd
         self.remove_stale_temps()
         return self
