@@ -6,8 +6,8 @@ One OpenAI ``responses`` output file of about ``--mb`` MB (``bench_parse.make_fi
 lines, cached in the temp folder between runs) is processed, each approach in a fresh
 child process so its peak RSS is its own (``VmHWM`` is reset after the pairs are loaded):
 
-* baseline  a plain orjson loop doing the same extraction (``orjson.loads`` + the
-            provider's fast extractor, rows into a list), no frame, no normalising
+* baseline  a plain orjson loop doing the same extraction (``orjson.loads`` + a dict
+            extractor of the row's fields, rows into a list), no frame, no normalising
 * in-memory ``parse_results`` + ``normalize_results`` + the two Parquet writes (the path
             settle takes below :data:`pairbatch.settle.BIG_RESULTS_BYTES`)
 * chunked   :func:`pairbatch.chunked.settle_chunked` (the path it takes above)
@@ -31,6 +31,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from _baseline_extract import dict_extract
 from bench_parse import MODEL, make_files
 
 from pairbatch.chunked import Segment, settle_chunked
@@ -53,8 +54,7 @@ def _reset_peak() -> None:
 
 def baseline(path: Path, out: Path, pairs: pl.DataFrame) -> int:
     rows = []
-    loads, fast = orjson.loads, BACKEND.fast_line
-    assert fast is not None
+    loads, fast = orjson.loads, dict_extract
     with path.open("rb") as handle:
         for line in handle:
             rows.append(fast(loads(line)))

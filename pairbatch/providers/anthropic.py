@@ -1,4 +1,7 @@
-"""Anthropic Message Batches: request lines, results parsing and the HTTP client."""
+"""Anthropic Message Batches: request lines and the HTTP client.
+
+Result lines are read in :mod:`.anthropic_lines`.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import orjson
 
 from pairbatch.models import BatchState, BatchStatus, Candidate, Job, Provider, RequestCounts
 from pairbatch.providers import anthropic_profiles
+from pairbatch.providers.anthropic_lines import fast_line, parse_line
 from pairbatch.providers.base import (
     BackendBase,
     Downloaded,
@@ -24,21 +28,11 @@ from pairbatch.providers.base import (
     reject_unknown,
 )
 from pairbatch.providers.profiles import PreflightAnswer, StateWarner, preflight_answer
-from pairbatch.results import (
-    Row,
-    RowTuple,
-    dig,
-    int_or_none,
-    is_int64,
-    text_or_none,
-)
 
 log = logging.getLogger("pairbatch.providers.anthropic")
 LIMITS = anthropic_profiles.LIMITS
 check_limits = LIMITS.check
 MIN_THINKING_BUDGET = anthropic_profiles.MIN_THINKING_BUDGET
-# stop_reason values (types/stop_reason.py) meaning the answer was cut off.
-_TRUNCATED = frozenset({"max_tokens", "model_context_window_exceeded"})
 
 
 class AnthropicBackend(BackendBase):
@@ -76,133 +70,6 @@ class AnthropicBackend(BackendBase):
         if options.get("effort"):
             params["output_config"] = {"effort": options["effort"]}
         return {"custom_id": custom_id, "params": params}
-
-
-# ---------------------------------------------------------------- results parsing
-
-
-def parse_line(obj: dict[str, Any]) -> Row:
-    """``{custom_id, result: {type, message | error}}``."""
-    row: Row = {"custom_id": text_or_none(obj.get("custom_id"))}
-    result = obj.get("result")
-    if not isinstance(result, dict):
-        row["result_type"] = "errored"
-        row["error_message"] = "result line has no result"
-        return row
-    kind = text_or_none(result.get("type"))
-    row["result_type"] = kind
-    if kind != "succeeded":
-        error = result.get("error")
-        # The API nests the message (an ErrorResponse); older fixtures have it flat.
-        message = dig(error, "error", "message") or dig(error, "message")
-        row["error_message"] = text_or_none(message) or (f"request {kind}" if kind else None)
-        row["status_code"] = None
-        return row
-    message = result.get("message")
-    if not isinstance(message, dict):
-        row["result_type"] = "errored"
-        row["error_message"] = "succeeded result has no message"
-        return row
-    row["status_code"] = 200
-    row["object_type"] = text_or_none(message.get("type"))
-    row["model"] = text_or_none(message.get("model"))
-    thoughts: list[str] = []
-    content: list[str] = []
-    for block in message.get("content") or []:
-        if not isinstance(block, dict):
-            continue
-        if block.get("type") == "thinking":
-            text = block.get("thinking") or block.get("text")
-            if isinstance(text, str) and text:
-                thoughts.append(text)
-        elif block.get("type") == "text":
-            text = block.get("text")
-            if isinstance(text, str):
-                content.append(text)
-    row["thoughts"] = text_or_none("\n\n".join(thoughts))
-    row["content"] = text_or_none("".join(content))
-    usage = message.get("usage")
-    if isinstance(usage, dict):
-        prompt = int_or_none(usage.get("input_tokens"))
-        completion = int_or_none(usage.get("output_tokens"))
-        row["prompt_tokens"] = prompt
-        row["completion_tokens"] = completion
-        row["total_tokens"] = (
-            prompt + completion if prompt is not None and completion is not None else None
-        )
-        row["prompt_cached_tokens"] = int_or_none(usage.get("cache_read_input_tokens"))
-        # output_tokens includes thinking; the breakdown is in output_tokens_details
-        # (types/output_tokens_details.py: thinking_tokens).
-        row["reasoning_tokens"] = int_or_none(
-            dig(usage, "output_tokens_details", "thinking_tokens")
-        )
-    stop_reason = message.get("stop_reason")
-    if stop_reason in _TRUNCATED:
-        row["error_message"] = f"truncated: {stop_reason}"
-    return row
-
-
-def fast_line(obj: dict[str, Any]) -> RowTuple | None:
-    """:func:`parse_line` for a succeeded line of the usual shape; ``None`` (or an
-    exception) leaves the line to it. Must agree with it exactly (tested)."""
-    result = obj["result"]
-    if result["type"] != "succeeded":
-        return None
-    message = result["message"]
-    if type(message) is not dict:
-        return None
-    if message.get("stop_reason") in _TRUNCATED:
-        return None  # the careful parser says it was cut off
-    custom_id = obj.get("custom_id")
-    model = message.get("model")
-    object_type = message.get("type")
-    for text in (custom_id, model, object_type):
-        if text is not None and type(text) is not str:
-            return None
-    thoughts: list[str] = []
-    content: list[str] = []
-    for block in message["content"]:
-        block_type = block["type"]
-        if block_type == "thinking":
-            text = block.get("thinking") or block.get("text")
-            if text:
-                if type(text) is not str:
-                    return None
-                thoughts.append(text)
-        elif block_type == "text":
-            text = block["text"]
-            if type(text) is not str:
-                return None
-            content.append(text)
-    usage = message.get("usage")
-    if usage is None:
-        prompt = completion = total = cached = thinking_tokens = None
-    else:
-        prompt = usage.get("input_tokens")
-        completion = usage.get("output_tokens")
-        cached = usage.get("cache_read_input_tokens")
-        details = usage.get("output_tokens_details")
-        thinking_tokens = None if details is None else details["thinking_tokens"]
-        # Counts are summed below; one out of Int64 range is the careful parser's to null.
-        for number in (prompt, completion, cached, thinking_tokens):
-            if number is not None and not is_int64(number):
-                return None
-        total = prompt + completion if prompt is not None and completion is not None else None
-    return (
-        custom_id,
-        model,
-        object_type,
-        200,
-        "succeeded",
-        None,
-        "\n\n".join(thoughts),
-        "".join(content),
-        prompt,
-        completion,
-        total,
-        cached,
-        thinking_tokens,
-    )
 
 
 # ---------------------------------------------------------------- HTTP client

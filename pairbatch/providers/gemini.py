@@ -1,4 +1,4 @@
-"""Gemini batch mode: request lines, results parsing and the HTTP client."""
+"""Gemini batch mode: request lines and the HTTP client (result lines: :mod:`.gemini_lines`)."""
 
 from __future__ import annotations
 
@@ -24,20 +24,13 @@ from pairbatch.providers.base import (
     read_request_lines,
     reject_unknown,
 )
+from pairbatch.providers.gemini_lines import fast_line, parse_line
 from pairbatch.providers.gemini_upload import CHUNK_BYTES, ResumableUpload
 from pairbatch.providers.profiles import (
     PreflightAnswer,
     StateWarner,
     bare_model,
     preflight_answer,
-)
-from pairbatch.results import (
-    Row,
-    RowTuple,
-    dig,
-    int_or_none,
-    is_int64,
-    text_or_none,
 )
 from pairbatch.retry import error_details
 
@@ -82,115 +75,6 @@ class GeminiBackend(BackendBase):
         if config:
             request["generationConfig"] = config
         return {"key": custom_id, "request": request}
-
-
-# ---------------------------------------------------------------- results parsing
-
-
-def parse_line(obj: dict[str, Any]) -> Row:
-    """``{key, response | error}``, the results-file shape (inline results are written in
-    it too). Parts flagged ``thought: true`` are thoughts, the rest is the answer."""
-    row: Row = {"custom_id": text_or_none(obj.get("key") or dig(obj, "metadata", "key"))}
-    row["object_type"] = "generateContent"
-    error = obj.get("error")
-    response = obj.get("response")
-    if isinstance(error, dict):
-        row["result_type"] = "errored"
-        row["status_code"] = int_or_none(error.get("code"))
-        row["error_message"] = text_or_none(error.get("message")) or text_or_none(
-            error.get("status")
-        )
-        return row
-    if not isinstance(response, dict):
-        row["result_type"] = "errored"
-        row["error_message"] = "result line has no response"
-        return row
-    row["status_code"] = 200
-    row["result_type"] = "succeeded"
-    row["model"] = text_or_none(response.get("modelVersion") or response.get("model"))
-    candidates = response.get("candidates") or []
-    first = candidates[0] if candidates and isinstance(candidates[0], dict) else {}
-    thoughts: list[str] = []
-    content: list[str] = []
-    for part in dig(first, "content", "parts") or []:
-        if not isinstance(part, dict) or not isinstance(part.get("text"), str):
-            continue
-        (thoughts if part.get("thought") is True else content).append(part["text"])
-    row["thoughts"] = text_or_none("".join(thoughts))
-    row["content"] = text_or_none("".join(content))
-    if first.get("finishReason") == "MAX_TOKENS":
-        # Cut off at maxOutputTokens (thinking counts against it): say so.
-        row["error_message"] = "truncated: MAX_TOKENS"
-    elif row["content"] is None:
-        reason = first.get("finishReason") or dig(response, "promptFeedback", "blockReason")
-        if reason:
-            row["error_message"] = f"no answer (finishReason {reason})"
-    usage = response.get("usageMetadata")
-    if isinstance(usage, dict):
-        row["prompt_tokens"] = int_or_none(usage.get("promptTokenCount"))
-        # The API's own split: candidatesTokenCount is the answer, thoughtsTokenCount
-        # the thinking (types.py GenerateContentResponseUsageMetadata); not summed.
-        row["completion_tokens"] = int_or_none(usage.get("candidatesTokenCount"))
-        row["reasoning_tokens"] = int_or_none(usage.get("thoughtsTokenCount"))
-        row["total_tokens"] = int_or_none(usage.get("totalTokenCount"))
-        row["prompt_cached_tokens"] = int_or_none(usage.get("cachedContentTokenCount"))
-    return row
-
-
-def fast_line(obj: dict[str, Any]) -> RowTuple | None:
-    """:func:`parse_line` for a line with a response whose first candidate has answer
-    text; ``None`` (or an exception) leaves the line to it. Must agree with it exactly
-    (tested)."""
-    key = obj.get("key")
-    response = obj["response"]
-    if not key or type(key) is not str or obj.get("error") is not None:
-        return None
-    if type(response) is not dict:
-        return None
-    model = response.get("modelVersion") or response.get("model")
-    if model is not None and type(model) is not str:
-        return None
-    first = response["candidates"][0]
-    if first.get("finishReason") == "MAX_TOKENS":
-        return None  # the careful parser says it was cut off
-    thoughts: list[str] = []
-    content: list[str] = []
-    for part in first["content"]["parts"]:
-        text = part["text"]
-        if type(text) is not str:
-            return None
-        (thoughts if part.get("thought") is True else content).append(text)
-    answer = "".join(content)
-    if not answer:
-        return None  # parse_line explains a missing answer from finishReason
-    usage = response.get("usageMetadata")
-    if usage is None:
-        prompt = completion = total = cached = thought_tokens = None
-    else:
-        prompt = usage.get("promptTokenCount")
-        completion = usage.get("candidatesTokenCount")
-        thought_tokens = usage.get("thoughtsTokenCount")
-        total = usage.get("totalTokenCount")
-        cached = usage.get("cachedContentTokenCount")
-        # Strings ("12") and floats are the careful parser's to convert.
-        for number in (prompt, completion, thought_tokens, total, cached):
-            if number is not None and not is_int64(number):
-                return None
-    return (
-        key,
-        model,
-        "generateContent",
-        200,
-        "succeeded",
-        None,
-        "".join(thoughts),
-        answer,
-        prompt,
-        completion,
-        total,
-        cached,
-        thought_tokens,
-    )
 
 
 # ---------------------------------------------------------------- HTTP client

@@ -1,4 +1,4 @@
-"""OpenAI Batch API: request lines, results parsing and the HTTP client."""
+"""OpenAI Batch API: request lines and the HTTP client (result lines: :mod:`.openai_lines`)."""
 
 from __future__ import annotations
 
@@ -21,15 +21,9 @@ from pairbatch.providers.base import (
     ProviderInfo,
     reject_unknown,
 )
+from pairbatch.providers.openai_lines import fast_line, parse_line
 from pairbatch.providers.openai_profiles import ENDPOINTS
 from pairbatch.providers.profiles import PreflightAnswer, StateWarner, preflight_answer
-from pairbatch.results import (
-    Row,
-    RowTuple,
-    dig,
-    int_or_none,
-    text_or_none,
-)
 from pairbatch.retry import error_object
 
 log = logging.getLogger("pairbatch.providers.openai")
@@ -70,194 +64,6 @@ class OpenAIBackend(BackendBase):
             if options.get(name) is not None:
                 body[name] = options[name]
         return {"custom_id": custom_id, "method": "POST", "url": ENDPOINTS[endpoint], "body": body}
-
-
-# ---------------------------------------------------------------- results parsing
-
-_EXPIRY_CODES = {"batch_expired": "expired", "batch_cancelled": "canceled"}
-
-
-def _openai_usage(row: Row, usage: object) -> None:
-    if not isinstance(usage, dict):
-        return
-    if "input_tokens" in usage or "output_tokens" in usage:  # responses shape
-        row["prompt_tokens"] = int_or_none(usage.get("input_tokens"))
-        row["completion_tokens"] = int_or_none(usage.get("output_tokens"))
-        row["prompt_cached_tokens"] = int_or_none(
-            dig(usage, "input_tokens_details", "cached_tokens")
-        )
-        row["reasoning_tokens"] = int_or_none(
-            dig(usage, "output_tokens_details", "reasoning_tokens")
-        )
-    else:  # chat.completions shape
-        row["prompt_tokens"] = int_or_none(usage.get("prompt_tokens"))
-        row["completion_tokens"] = int_or_none(usage.get("completion_tokens"))
-        row["prompt_cached_tokens"] = int_or_none(
-            dig(usage, "prompt_tokens_details", "cached_tokens")
-        )
-        row["reasoning_tokens"] = int_or_none(
-            dig(usage, "completion_tokens_details", "reasoning_tokens")
-        )
-    row["total_tokens"] = int_or_none(usage.get("total_tokens"))
-
-
-def _responses_text(body: dict[str, Any]) -> tuple[str | None, str | None]:
-    thoughts: list[str] = []
-    content: list[str] = []
-    for item in body.get("output") or []:
-        if not isinstance(item, dict):
-            continue
-        if item.get("type") == "reasoning":
-            for part in item.get("summary") or []:
-                text = part.get("text") if isinstance(part, dict) else None
-                if isinstance(text, str) and text:
-                    thoughts.append(text)
-        elif item.get("type") == "message":
-            for part in item.get("content") or []:
-                if isinstance(part, dict) and part.get("type") in ("output_text", "text", None):
-                    text = part.get("text")
-                    if isinstance(text, str):
-                        content.append(text)
-    return text_or_none("\n\n".join(thoughts)), text_or_none("".join(content))
-
-
-def parse_line(obj: dict[str, Any]) -> Row:
-    """One output- or error-file line: ``{custom_id, response: {status_code, body}, error}``."""
-    row: Row = {"custom_id": text_or_none(obj.get("custom_id"))}
-    response = obj.get("response")
-    error = obj.get("error")
-    status = int_or_none(dig(response, "status_code"))
-    row["status_code"] = status
-    body = dig(response, "body")
-    if isinstance(error, dict):
-        row["error_message"] = text_or_none(error.get("message")) or text_or_none(error.get("code"))
-        row["result_type"] = _EXPIRY_CODES.get(str(error.get("code")), "errored")
-    if not isinstance(body, dict):
-        if not isinstance(error, dict):
-            row["result_type"] = "errored"
-            row["error_message"] = "result line has no response body"
-        return row
-    row["model"] = text_or_none(body.get("model"))
-    row["object_type"] = text_or_none(body.get("object"))
-    body_error = body.get("error")
-    if isinstance(body_error, dict):
-        row["result_type"] = "errored"
-        row["error_message"] = text_or_none(body_error.get("message")) or "request failed"
-        return row
-    _openai_usage(row, body.get("usage"))
-    kind = body.get("object")
-    if kind == "chat.completion":
-        choice = (body.get("choices") or [None])[0]
-        message = dig(choice, "message") or {}
-        row["content"] = text_or_none(message.get("content"))
-        row["thoughts"] = text_or_none(message.get("reasoning_content"))
-        if dig(choice, "finish_reason") == "length":
-            # Cut off at max_completion_tokens: say so rather than "no winner tag".
-            row["error_message"] = "truncated: length"
-    elif kind == "response":
-        row["thoughts"], row["content"] = _responses_text(body)
-        if body.get("status") == "incomplete":
-            # e.g. incomplete_details.reason "max_output_tokens" (types/responses/response.py)
-            reason = text_or_none(dig(body, "incomplete_details", "reason")) or "incomplete"
-            row["error_message"] = f"truncated: {reason}"
-    else:
-        row["error_message"] = f"unknown response object type {kind!r}"
-    ok = status is None or 200 <= status < 300
-    row.setdefault("result_type", "succeeded" if ok else "errored")
-    return row
-
-
-def fast_line(obj: dict[str, Any]) -> RowTuple | None:
-    """:func:`parse_line` for a successful line of the usual shape, without the checks
-    every field gets there; ``None`` (or an exception) leaves the line to it.
-
-    Must give exactly what :func:`parse_line` gives (tests compare the two on generated
-    lines): it returns ``None`` wherever their handling could differ.
-    """
-    if obj.get("error") is not None:
-        return None
-    response = obj["response"]
-    status = response["status_code"]
-    body = response["body"]
-    if type(status) is not int or not 200 <= status < 300 or type(body) is not dict:
-        return None
-    custom_id = obj.get("custom_id")
-    model = body.get("model")
-    kind = body.get("object")
-    if body.get("error") is not None or not (
-        (custom_id is None or type(custom_id) is str) and (model is None or type(model) is str)
-    ):
-        return None
-    usage = body.get("usage")
-    if usage is None:
-        prompt = completion = total = cached = reasoning = None
-    else:
-        # The usage shape is told by its keys, as in ``_openai_usage``, not by ``kind``.
-        if "input_tokens" in usage or "output_tokens" in usage:
-            prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
-            details_in = usage.get("input_tokens_details")
-            details_out = usage.get("output_tokens_details")
-        else:
-            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-            details_in = usage.get("prompt_tokens_details")
-            details_out = usage.get("completion_tokens_details")
-        total = usage.get("total_tokens")
-        cached = None if details_in is None else details_in.get("cached_tokens")
-        reasoning = None if details_out is None else details_out.get("reasoning_tokens")
-        for number in (prompt, completion, total, cached, reasoning):
-            if number is not None and type(number) is not int:
-                return None
-    if kind == "response":
-        if body.get("status") == "incomplete":
-            return None  # the careful parser says why it was cut short
-        thoughts: list[str] = []
-        content: list[str] = []
-        for item in body["output"]:
-            item_type = item["type"]
-            if item_type == "reasoning":
-                for part in item["summary"]:
-                    text = part["text"]
-                    if type(text) is not str:
-                        return None
-                    if text:
-                        thoughts.append(text)
-            elif item_type == "message":
-                for part in item["content"]:
-                    if part["type"] in ("output_text", "text", None):
-                        text = part["text"]
-                        if type(text) is not str:
-                            return None
-                        content.append(text)
-        thought_text: str | None = "\n\n".join(thoughts)
-        answer: str | None = "".join(content)
-    elif kind == "chat.completion":
-        choice = body["choices"][0]
-        message = choice["message"]
-        if type(message) is not dict or choice.get("finish_reason") == "length":
-            return None
-        answer = message.get("content")
-        thought_text = message.get("reasoning_content")
-        if not (answer is None or type(answer) is str) or not (
-            thought_text is None or type(thought_text) is str
-        ):
-            return None
-    else:
-        return None
-    return (
-        custom_id,
-        model,
-        kind,
-        status,
-        "succeeded",
-        None,
-        thought_text,
-        answer,
-        prompt,
-        completion,
-        total,
-        cached,
-        reasoning,
-    )
 
 
 # ---------------------------------------------------------------- HTTP client
