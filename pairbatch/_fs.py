@@ -31,11 +31,15 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator[BinaryIO]:
+def atomic_writer(
+    path: str | os.PathLike[str], *, fsync: bool = True, sync_dir: bool = True
+) -> Iterator[BinaryIO]:
     """Open a temporary sibling for binary writing; on success it replaces ``path``.
 
     If the body raises, or the process dies, ``path`` keeps its old content (or stays
     absent) and the temporary file is removed (or left as an ignorable ``.tmp``).
+    ``sync_dir=False`` leaves the directory's fsync (which makes the rename durable) to
+    the caller, who writes several files into it and syncs it once.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -48,7 +52,7 @@ def atomic_writer(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterat
             os.fsync(handle.fileno())
         handle.close()
         tmp.replace(target)
-        if fsync:
+        if fsync and sync_dir:
             fsync_dir(target.parent)
     except BaseException:
         handle.close()

@@ -351,7 +351,7 @@ class JobDriver:
                 status=JobStatus.from_state(status.state),
                 raw_status=status.raw_state,
                 error=None if failure is None else failure_detail(status),
-                files=job.with_files(*files),
+                files=job.with_outcome_files(*files),
             )
         )
         n_results = 0 if results is None else results.height

@@ -36,8 +36,12 @@ STATUS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 
 
 def _rows(job: Job, name: str) -> int | None:
+    """Rows of a done job's file; 0 for one it has no record of while it has records of
+    others (settle writes no file for no rows); unknown for a registry without records."""
     check = job.file_check(name)
-    return None if check is None else check.rows
+    if check is None:
+        return 0 if job.files else None
+    return check.rows
 
 
 def status_table(

@@ -209,6 +209,14 @@ class Job:
         names = {c.name for c in checks}
         return tuple(f for f in self.files if f.name not in names) + checks
 
+    def with_outcome_files(self, *checks: FileCheck) -> tuple[FileCheck, ...]:
+        """``files`` with the records of the settled outputs (results, their CSV, failed
+        attempts) replaced by ``checks``: an output a new settle did not write (no rows)
+        keeps no stale record."""
+        outputs = {Path(p).name for p in (self.results_path, self.failed_path, self.csv_path) if p}
+        names = outputs | {c.name for c in checks}
+        return tuple(f for f in self.files if f.name not in names) + checks
+
     @property
     def results_path(self) -> str:
         """Parquet copy of the normalised results, written whatever ``write_results_csv`` says."""

@@ -76,8 +76,8 @@ def batch_failure_frame(
     )
 
 
-def _write_parquet(frame: pl.DataFrame, path: str) -> FileCheck:
-    with atomic_writer(path) as handle:
+def _write_parquet(frame: pl.DataFrame, path: str, *, sync_dir: bool = True) -> FileCheck:
+    with atomic_writer(path, sync_dir=sync_dir) as handle:
         frame.write_parquet(handle)
         size = handle.tell()
     return FileCheck(name=Path(path).name, size=size, rows=frame.height)
@@ -98,8 +98,8 @@ def write_csv_file(frame: pl.DataFrame, handle: IO[bytes]) -> None:
     )
 
 
-def _write_csv(frame: pl.DataFrame, path: str) -> FileCheck:
-    with atomic_writer(path) as handle:
+def _write_csv(frame: pl.DataFrame, path: str, *, sync_dir: bool = True) -> FileCheck:
+    with atomic_writer(path, sync_dir=sync_dir) as handle:
         write_csv_file(frame, handle)
         size = handle.tell()
     return FileCheck(name=Path(path).name, size=size, rows=frame.height)
@@ -147,17 +147,27 @@ def persist_outcome(
     write_results_csv: bool,
 ) -> tuple[FileCheck, ...]:
     """Write a job's frames next to its batch files (before the registry says done).
-    Returns the records of what was written, for the done transition to carry."""
+    Returns the records of what was written, for the done transition to carry.
+
+    No failed attempts means no failed-attempts file (and no record of one): readers
+    take a done job without it as having none. The directory is synced once, after
+    every rename, rather than once per file: in a run of small segments each fsync is
+    a good share of a job's cost.
+    """
     checks: list[FileCheck] = []
     if results is not None:
-        checks.append(_write_parquet(results, job.results_path))
+        checks.append(_write_parquet(results, job.results_path, sync_dir=False))
         if write_results_csv:
-            checks.append(_write_csv(results, job.csv_path))
+            checks.append(_write_csv(results, job.csv_path, sync_dir=False))
     else:
         with contextlib.suppress(FileNotFoundError):
             Path(job.results_path).unlink()
-    if failed_attempts is not None:
-        checks.append(_write_parquet(failed_attempts, job.failed_path))
+    if failed_attempts is not None and failed_attempts.height:
+        checks.append(_write_parquet(failed_attempts, job.failed_path, sync_dir=False))
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            Path(job.failed_path).unlink()
+    fsync_dir(Path(job.results_path).parent)
     return tuple(checks)
 
 

@@ -19,11 +19,13 @@ from pairbatch.chunked import Segment, settle_chunked
 from pairbatch.errors import InputError
 from pairbatch.integrity import DamagedFileError, describe, verify
 from pairbatch.models import BatchState, BatchStatus, FileCheck, Job, utcnow
-from pairbatch.normalize import failed_attempts_from_pairs, normalize_results
+from pairbatch.normalize import empty_failed, failed_attempts_from_pairs, normalize_results
+from pairbatch.normalize_rows import clean_results
 from pairbatch.outcomes import batch_failure_frame, concat_frames, persist_outcome, sink_csv
 from pairbatch.pairs import read_segment_pairs
 from pairbatch.providers import get_backend
 from pairbatch.providers.base import BackendBase, Downloaded, write_request_file
+from pairbatch.results import iter_row_chunks, rows_to_frame
 from pairbatch.settings import SETTINGS_NAME
 
 if TYPE_CHECKING:
@@ -89,19 +91,9 @@ def settle(
             job, status, downloaded, options, pairs, received_at, backend
         )
     elif downloaded is not None:
-        raw = _parse(backend, downloaded, options.tag_prefix, options.tag_suffix)
-        _reconcile_counts(job, status, raw.height)
-        normalized = normalize_results(
-            raw,
-            pairs,
-            backend=job.provider.value,
-            model=job.model,
-            segment_index=job.segment_index,
-            batch_id=job.batch_id,
-            received_at=received_at,
-            batch_status=batch_status,
+        results, failed = _normalized(
+            job, status, downloaded, options, pairs, received_at, batch_status, backend
         )
-        results, failed = normalized.results, normalized.failed_attempts
     else:
         failed = failed_attempts_from_pairs(
             pairs,
@@ -215,6 +207,57 @@ def segment_pairs(job: Job) -> pl.DataFrame:
             path, f"holds {pairs.height} pairs but the segment has {job.n_pairs}", remedy
         )
     return pairs
+
+
+def _normalized(
+    job: Job,
+    status: BatchStatus,
+    downloaded: Downloaded,
+    options: ResumeOptions,
+    pairs: pl.DataFrame,
+    received_at: datetime,
+    batch_status: str | None,
+    backend: Any,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Results and failed attempts of a downloaded batch below the chunked path's size:
+    straight from the rows for a clean segment, else by the general normaliser."""
+    prefix, suffix = options.tag_prefix, options.tag_suffix
+    if isinstance(backend, BackendBase):
+        paths = [downloaded.output_path, downloaded.error_path]
+        rows = [
+            row
+            for chunk in iter_row_chunks(paths, backend.parse_line, backend.fast_line)
+            for row in chunk
+        ]
+        _reconcile_counts(job, status, len(rows))
+        clean = clean_results(
+            rows,
+            pairs,
+            backend=job.provider.value,
+            model=job.model,
+            segment_index=job.segment_index,
+            batch_id=job.batch_id,
+            received_at=received_at,
+            tag_prefix=prefix,
+            tag_suffix=suffix,
+        )
+        if clean is not None:
+            return clean, empty_failed()
+        raw = rows_to_frame(rows, tag_prefix=prefix, tag_suffix=suffix)
+    else:
+        raw = _parse(backend, downloaded, prefix, suffix)
+        _reconcile_counts(job, status, raw.height)
+    normalized = normalize_results(
+        raw,
+        pairs,
+        backend=job.provider.value,
+        model=job.model,
+        segment_index=job.segment_index,
+        batch_id=job.batch_id,
+        received_at=received_at,
+        batch_status=batch_status,
+    )
+    return normalized.results, normalized.failed_attempts
 
 
 def _parse(backend: Any, downloaded: Downloaded, prefix: str, suffix: str) -> pl.DataFrame:
