@@ -270,9 +270,21 @@ async def call_with_retries(
         nonlocal tries
         tries = details["tries"]
 
+    # Most calls succeed at once: try first, and build backoff's machinery (a decorator
+    # per call, a good share of a small request's CPU) only once a try has failed. The
+    # failure is then replayed as backoff's first try, so what follows is the same.
+    try:
+        return await attempt()
+    except TransientError as exc:
+        failed_first: TransientError | None = exc
+
     async def call() -> T:
         # backoff picks its async loop by ``iscoroutinefunction(target)``, which is false
         # for callable objects and partials: always hand it a real coroutine function.
+        nonlocal failed_first
+        if failed_first is not None:
+            replay, failed_first = failed_first, None
+            raise replay
         return await attempt()
 
     retrying = backoff.on_exception(
