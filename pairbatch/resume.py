@@ -28,6 +28,7 @@ from pairbatch.errors import (
     RegistryError,
 )
 from pairbatch.events import Emitter, EventHandler, verbose_logging
+from pairbatch.heap import FrozenHeap, frozen_heap
 from pairbatch.lock import RunLock
 from pairbatch.models import Job, Provider
 from pairbatch.normalize import (
@@ -250,8 +251,10 @@ async def _drive_all(
     tasks: list[asyncio.Task[JobOutcome]] = []
     starter: asyncio.Task[None] | None = None
     entered = False
+    held = contextlib.ExitStack()
     try:
         pending_jobs = [job for job in run.jobs.values() if not job.done]
+        heap = held.enter_context(frozen_heap(len(pending_jobs)))
         for job in [j for j in run.jobs.values() if j.done]:
             asked = wanted is True or (not isinstance(wanted, bool) and job.segment_index in wanted)
             outcome = None if asked and job.batch_id else await asyncio.to_thread(load_outcome, job)
@@ -269,7 +272,7 @@ async def _drive_all(
         finished: asyncio.Queue[asyncio.Task[JobOutcome]] = asyncio.Queue()
         ordered = sorted(pending_jobs, key=lambda j: j.segment_index)
         starter = asyncio.create_task(
-            _start_jobs(run, ordered, tasks, finished.put_nowait), name="pairbatch-start"
+            _start_jobs(run, ordered, tasks, finished.put_nowait, heap), name="pairbatch-start"
         )
         left = len(ordered)
         while left:
@@ -304,6 +307,7 @@ async def _drive_all(
         if entered:
             await session.__aexit__(None, None, None)
         await asyncio.shield(run.registry.close())
+        held.close()
 
 
 # How long one slice of task starts may hold the loop. A task's first step (up to its
@@ -317,9 +321,11 @@ async def _start_jobs(
     jobs: Sequence[Job],
     tasks: list[asyncio.Task[JobOutcome]],
     on_done: Callable[[asyncio.Task[JobOutcome]], object],
+    heap: FrozenHeap | None = None,
 ) -> None:
     """Create the jobs' tasks in slices sized so that each slice's first steps fit
-    :data:`_START_SLICE_S`, yielding to the loop between slices."""
+    :data:`_START_SLICE_S`, yielding to the loop between slices (and keeping the tasks
+    made so far out of the collector's full passes, see :mod:`pairbatch.heap`)."""
     clock = time.perf_counter
     size, index = 8, 0
     while index < len(jobs):
@@ -335,6 +341,11 @@ async def _start_jobs(
         await asyncio.sleep(0)
         spent = max(clock() - began, 1e-6)
         size = max(1, min(4096, int(size * _START_SLICE_S / spent)))
+        if heap is not None:
+            heap.refreeze()
+    if heap is not None:
+        heap.every_s = 0.0
+        heap.refreeze()
 
 
 @attrs.frozen
