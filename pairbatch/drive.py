@@ -101,6 +101,8 @@ class JobDriver:
         wakeups: Wakeups | None = None,
     ) -> None:
         self.jobs = {job.segment_index: job for job in jobs}
+        # Kept as jobs change: counting on each progress line was O(jobs) per finish.
+        self._done = sum(job.done for job in self.jobs.values())
         self.output_dir = output_dir
         self.options = options
         self.session = session
@@ -124,6 +126,8 @@ class JobDriver:
         log.log(self.level, f"{TAG} {message}", *args)
 
     async def record(self, job: Job) -> Job:
+        before = self.jobs.get(job.segment_index)
+        self._done += job.done - (before is not None and before.done)
         self.jobs[job.segment_index] = job
         await self.registry.record(job)
         await self.queue.changed()
@@ -361,6 +365,5 @@ class JobDriver:
         return JobOutcome(job, results, failed, failure)
 
     def progress(self) -> None:
-        done = sum(j.done for j in self.jobs.values())
-        total = len(self.jobs)
+        done, total = self._done, len(self.jobs)
         self.say("Completed %d of %d jobs; %d remaining.", done, total, total - done)

@@ -50,6 +50,7 @@ FAILED_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "iter": pl.Int64,
     "is_duplicate": pl.Boolean,
 }
+_EMPTY_FAILED = pl.DataFrame(schema=FAILED_SCHEMA)
 DUPLICATE_DETAIL = "Duplicate result row for custom_id; treated as non-observed attempt"
 MISSING_DETAIL = "missing raw result for pair"
 
@@ -113,7 +114,9 @@ def _select_failed(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def empty_failed() -> pl.DataFrame:
-    return pl.DataFrame(schema=FAILED_SCHEMA)
+    # A shallow copy of one made once: building it took 0.18 ms, a tenth of a small
+    # segment's settle.
+    return _EMPTY_FAILED.clone()
 
 
 # The expressions that do not depend on a call's arguments are built once: for the small
