@@ -45,13 +45,19 @@ class TokenBucket:
     # a penalty multiplies the rate by the share of requests the server admitted since
     # the last one, but by no less than a half (a server limiting at L while we send at
     # r <= 2L admits L/r of them, so the rate lands on L; a storm halves it each second
-    # down to the floor), and
-    # every second without a penalty adds ``recovery_per_second`` of the configured rate
-    # back. Penalties count at most once per ``penalty_hold``: a burst of 429s from
-    # requests in flight is one signal, and a steady background of random 429s (an
+    # down to the floor), and every second without a penalty adds
+    # ``recovery_per_second`` of the configured rate back, up to a ceiling. A 429 taken
+    # at the ceiling lowers it by ``ceiling_margin``: a server limiting at exactly our
+    # rate refuses what a busy loop sends a few ms late and then early, so the rate that
+    # drew one goes on a margin below it; the ceiling creeps back by ``ceiling_recovery``
+    # of the rate a second (a 429 taken on the way up, below it, says nothing new and
+    # leaves it where it is). Penalties count at most once per ``penalty_hold``: a burst
+    # of 429s from requests in flight is one signal, and a steady background of random 429s (an
     # overloaded provider, not our rate) settles well above the floor instead of
     # ratcheting down to it (30 % random 429s hold about 0.6x the configured rate).
     recovery_per_second = 0.25
+    ceiling_margin = 0.05
+    ceiling_recovery = 0.005
     penalty_hold = 1.0
     floor_share = 1 / 16
     # A header saying "0 left, resets in 23h" (a daily quota) would otherwise freeze the
@@ -76,6 +82,7 @@ class TokenBucket:
             raise ValueError(f"burst must be at least 1, got {burst!r}")
         self.base_rate = float(rate)
         self.rate = float(rate)
+        self._ceiling = self.rate
         self.burst = float(burst)
         self._clock = clock
         self._sleep = sleep
@@ -176,8 +183,11 @@ class TokenBucket:
             return False
         sent = max(self._granted_since, self._refused_since)
         admitted = max(sent - self._refused_since, 0) / sent
+        floor = self.base_rate * self.floor_share
+        if self.rate >= self._ceiling * (1 - 1e-9):
+            self._ceiling = max(self._ceiling * (1 - self.ceiling_margin), floor)
         # At most halved per penalty: a handful of requests is a noisy sample.
-        self.rate = max(self.rate * max(admitted, 0.5), self.base_rate * self.floor_share)
+        self.rate = max(min(self.rate * max(admitted, 0.5), self._ceiling), floor)
         self._last_penalty = now
         self._granted_since = self._refused_since = 0
         return True
@@ -186,8 +196,10 @@ class TokenBucket:
         elapsed = now - self._last_recovery
         self._last_recovery = now
         if self.rate < self.base_rate and elapsed > 0:
+            lift = self.base_rate * self.ceiling_recovery * elapsed
+            self._ceiling = min(self.base_rate, self._ceiling + lift)
             gain = self.base_rate * self.recovery_per_second * elapsed
-            self.rate = min(self.base_rate, self.rate + gain)
+            self.rate = min(self._ceiling, self.rate + gain)
 
     def observe_remaining(self, remaining: int | None, reset_seconds: float | None) -> None:
         """Stop before the 429: the server says nothing is left until ``reset_seconds``."""

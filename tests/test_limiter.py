@@ -218,6 +218,36 @@ async def test_penalize_once_per_congestion_event_and_recovery() -> None:
     assert bucket.rate == 8
 
 
+async def test_a_429_at_full_rate_leaves_a_margin_that_time_wins_back() -> None:
+    # A server limiting at exactly the configured rate: after its first 429 the bucket
+    # stays a margin below that rate (sends a busy loop delays can then bunch without
+    # a refusal), and only creeps back to it over tens of seconds.
+    t = FakeTime()
+    bucket = t.bucket(rate=200)
+    for _ in range(20):
+        await bucket.acquire()
+    assert bucket.penalize(None)  # 1 of 20 refused: lands on the margin, not 190 * 0.95
+    assert bucket.rate == pytest.approx(190.0)
+    start, rates = t.now, []
+    for _ in range(500):  # 2.6 s of steady sending
+        await bucket.acquire()
+        rates.append(bucket.rate)
+    creep = 200 * TokenBucket.ceiling_recovery * (t.now - start)
+    assert t.now - start > 2.5 and max(rates) <= 190 + creep + 1e-6
+    # A 429 on the way up (below the ceiling) does not lower the ceiling again.
+    t.now += 1.0
+    bucket._recover(t.now)
+    bucket._granted_since = 10
+    assert bucket.penalize(None)
+    slowed = bucket.rate
+    t.now += 2.0
+    await bucket.acquire()
+    assert bucket.rate > slowed
+    t.now += 15.0
+    await bucket.acquire()
+    assert bucket.rate == 200
+
+
 async def test_penalty_after_the_hold_uses_every_429_counted_during_it() -> None:
     t = FakeTime()
     bucket = t.bucket(rate=10)
