@@ -282,26 +282,29 @@ class _RowReader:
         for column in _PATH_COLUMNS:
             value = self.text(column) if column == "pairs_path" else self.required(column)
             paths[column] = resolve(value)
+        fields: dict[str, Any] = {
+            "segment_index": self.integer("segment_index"),
+            "provider": provider,
+            "model": self.required("model"),
+            "batch_id": self.text("batch_id"),
+            "batch_input_path": paths["batch_input_path"] or "",
+            "batch_output_path": paths["batch_output_path"] or "",
+            "csv_path": paths["csv_path"] or "",
+            "pairs_path": paths["pairs_path"],
+            "done": done,
+            "status": status,
+            "raw_status": self.text("raw_status"),
+            "n_pairs": self.integer("n_pairs", default=0),
+            "run_tag": self.text("run_tag") or "",
+            "submitted_at": self.timestamp("submitted_at"),
+            "updated_at": self.timestamp("updated_at"),
+            "error": self.text("error"),
+        }
+        files = self.files()
+        # Only the file records are converted in Job() (a RegistryError is a ValueError:
+        # a column's own error must not be caught here and called a bad file record).
         try:
-            return Job(
-                segment_index=self.integer("segment_index"),
-                provider=provider,
-                model=self.required("model"),
-                batch_id=self.text("batch_id"),
-                batch_input_path=paths["batch_input_path"] or "",
-                batch_output_path=paths["batch_output_path"] or "",
-                csv_path=paths["csv_path"] or "",
-                pairs_path=paths["pairs_path"],
-                done=done,
-                status=status,
-                raw_status=self.text("raw_status"),
-                n_pairs=self.integer("n_pairs", default=0),
-                run_tag=self.text("run_tag") or "",
-                submitted_at=self.timestamp("submitted_at"),
-                updated_at=self.timestamp("updated_at"),
-                error=self.text("error"),
-                files=self.files(),
-            )
+            return Job(**fields, files=files)
         except (TypeError, ValueError) as exc:
             raise self.fail("files", f"bad file record: {exc}") from None
 
