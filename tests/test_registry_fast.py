@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 import tempfile
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -18,6 +19,7 @@ from pairbatch import registry as reg
 from pairbatch.errors import RegistryError
 from pairbatch.models import FileCheck, Job, JobStatus, Provider
 from pairbatch.registry_codec import _csv_bytes, _csv_text, _journal_bytes
+from pairbatch.registry_columns import PY_SPACES
 from pairbatch.registry_fast import read_csv_fast, read_journal_fast
 
 TRICKY = [
@@ -237,3 +239,7 @@ def test_a_lone_carriage_return_is_quoted_and_read_back(tmp_path: Path, cell: st
     reg.journal_path(tmp_path).unlink()
     (read,) = reg.read_registry(tmp_path)
     assert read.error == cell
+
+
+def test_the_whitespace_list_is_pythons() -> None:
+    assert {c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace()} == set(PY_SPACES)
