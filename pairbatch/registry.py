@@ -49,7 +49,7 @@ from pairbatch.registry_codec import (
     _read_journal,
 )
 from pairbatch.registry_fast import read_csv_fast, read_journal_fast
-from pairbatch.registry_merge import _check_against_run, _merge
+from pairbatch.registry_merge import _check_against_run, _merge, merged_columns
 
 log = logging.getLogger("pairbatch.registry")
 
@@ -88,15 +88,29 @@ def _read_both(
     folder: Path, csv_data: bytes | None, journal_data: bytes | None, *, fast: bool
 ) -> list[tuple[Job, int]]:
     path, journal = registry_path(folder), journal_path(folder)
+    fast_csv = read_csv_fast(path, csv_data) if fast and csv_data is not None else None
+    fast_journal = (
+        read_journal_fast(journal, folder, journal_data)
+        if fast and journal_data is not None
+        else None
+    )
+    read_fast = (fast_csv is not None or csv_data is None) and (
+        fast_journal is not None or journal_data is None
+    )
+    if read_fast and (fast_csv is not None or fast_journal is not None):
+        # Every file there is read fast: merged without building the losers' jobs.
+        merged_fast = merged_columns(folder, fast_csv, fast_journal)
+        if merged_fast is not None:
+            return merged_fast
     csv_records: list[_Read] = []
     if csv_data is not None:
-        fast_csv = read_csv_fast(path, csv_data) if fast else None
-        csv_records = _read_csv(path, csv_data) if fast_csv is None else fast_csv
+        csv_records = _read_csv(path, csv_data) if fast_csv is None else fast_csv.records()
     journal_records: list[_Read] = []
     if journal_data is not None:
-        fast_journal = read_journal_fast(journal, folder, journal_data) if fast else None
         journal_records = (
-            _read_journal(journal, folder, journal_data) if fast_journal is None else fast_journal
+            _read_journal(journal, folder, journal_data)
+            if fast_journal is None
+            else fast_journal.records()
         )
     if not csv_records and not journal_records:
         if csv_data is not None or journal_data is not None:

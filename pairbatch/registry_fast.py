@@ -13,10 +13,11 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 from itertools import islice
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any
 
+import attrs
 import msgspec
 import polars as pl
 
@@ -27,19 +28,54 @@ from pairbatch.registry_columns import INTEGER_COLUMNS, Doubt, decoded
 _BOM = b"\xef\xbb\xbf"
 
 
-def read_csv_fast(path: Path, data: bytes) -> list[_Read] | None:
+@attrs.frozen
+class Columns:
+    """A file's records as validated columns: ``Job``'s fields, converted (``files``
+    still as decoded records), each record's rev as the careful reader gives it, and
+    ``place``, which a record's number follows in messages (``"<file>: row "``). Jobs
+    are built from it only for the records a merge keeps."""
+
+    fields: Mapping[str, Sequence[Any]]
+    revs: Sequence[int | None]
+    place: str
+
+    def jobs(self, rows: Sequence[int] | None = None) -> list[Job]:
+        """The jobs of ``rows`` (indexes, in that order; all of them if ``None``)."""
+        if rows is None:
+            picked = self.fields
+        elif len(rows) == 1:
+            picked = {name: [values[rows[0]]] for name, values in self.fields.items()}
+        else:
+            pick = itemgetter(*rows)  # in C: a tuple of the picked values
+            picked = {name: pick(values) for name, values in self.fields.items()}
+        count = len(self.revs) if rows is None else len(rows)
+        if not count:
+            return []
+        fields = dict(picked)
+        fields["files"] = file_checks(fields["files"])
+        return build_unchecked(Job, count, fields)
+
+    def records(self) -> list[_Read]:
+        """What the careful reader gives for the same file."""
+        places = map(self.place.__add__, map(str, range(1, len(self.revs) + 1)))
+        return list(zip(self.jobs(), self.revs, places, strict=True))
+
+
+def read_csv_fast(path: Path, data: bytes) -> Columns | None:
     """The CSV snapshot's records, or ``None``: read it the careful way."""
     try:
         frame = _csv_frame(data)
         columns = decoded(frame, _Resolver(path.parent))
-        files = file_lists(columns.pop("files"), frame.height)  # type: ignore[arg-type]
+        columns["files"] = file_lists(columns["files"], frame.height)  # type: ignore[arg-type]
         revs = columns.pop("rev")
-        count = frame.height
-        jobs = _jobs(columns, files, count)
     except Doubt:
         return None
-    revs = [None] * count if revs is None else [-1 if r is None else r for r in revs]
-    return list(zip(jobs, revs, _places(f"{path}: row ", count), strict=True))
+    if revs is None:
+        revs = [None] * frame.height
+    elif None in revs:
+        revs = [-1 if r is None else r for r in revs]
+    fields = {name: values for name, values in columns.items() if values is not None}
+    return Columns(fields, revs, f"{path}: row ")
 
 
 def _csv_frame(data: bytes) -> pl.DataFrame:
@@ -106,28 +142,22 @@ class _Line(msgspec.Struct, gc=False):
 _LINES = msgspec.json.Decoder(_Line)
 
 
-def read_journal_fast(path: Path, base: Path, data: bytes) -> list[_Read] | None:
+def read_journal_fast(path: Path, base: Path, data: bytes) -> Columns | None:
     """The journal's records, or ``None``: read it the careful way."""
     try:
         lines = _journal_lines(data)
-        count = len(lines)
         # Field by field (a tuple per record would be 100,000 more objects to collect).
         values = {name: list(map(attrgetter(name), lines)) for name in _Line.__struct_fields__}
-        files: list[list[FileRecord] | None] = values.pop("files")
+        files = values.pop("files")
         frame = pl.DataFrame([_series(name, column) for name, column in values.items()])
         columns = decoded(frame, _Resolver(base))
-        columns.pop("files")
+        columns["files"] = files
         revs = columns.pop("rev")
-        jobs = _jobs(columns, files, count)
     except Doubt:
         return None
     assert revs is not None
-    return list(zip(jobs, revs, _places(f"{path}: line ", count), strict=True))
-
-
-def _places(prefix: str, count: int) -> list[str]:
-    """Where each record was ("<file>: row 7"), for the merge's messages; in C."""
-    return list(map(prefix.__add__, map(str, range(1, count + 1))))
+    fields = {name: values for name, values in columns.items() if values is not None}
+    return Columns(fields, revs, f"{path}: line ")
 
 
 def _journal_lines(data: bytes) -> list[_Line]:
@@ -158,14 +188,6 @@ def _series(name: str, values: list[Any]) -> pl.Series:
         raise Doubt(str(exc)) from None
 
 
-def _jobs(
-    columns: Mapping[str, Sequence[Any] | None], files: list[list[FileRecord] | None], count: int
-) -> list[Job]:
-    fields = {name: values for name, values in columns.items() if values is not None}
-    fields["files"] = file_checks(files)
-    return build_unchecked(Job, count, fields)
-
-
 # ---------------------------------------------------------------- file records
 
 
@@ -188,7 +210,7 @@ def file_lists(written: list[str | None] | None, count: int) -> list[list[FileRe
     return [None if t is None else next(records) for t in written or ()]
 
 
-def file_checks(lists: list[list[FileRecord] | None]) -> list[tuple[FileCheck, ...]]:
+def file_checks(lists: Sequence[list[FileRecord] | None]) -> list[tuple[FileCheck, ...]]:
     """``FileCheck`` tuples built column by column (400,000 ``__init__`` calls are most
     of reading a registry with file records)."""
     flat = [record for records in lists if records for record in records]

@@ -7,10 +7,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import orjson
+import polars as pl
 
 from pairbatch.errors import RegistryError
 from pairbatch.models import Job
 from pairbatch.registry_codec import SETTINGS_NAME, _Read
+from pairbatch.registry_fast import Columns
 
 
 def _merge(csv_records: list[_Read], journal: list[_Read]) -> dict[int, tuple[Job, int, str]]:
@@ -96,3 +98,67 @@ def _ranges(values: Iterable[int]) -> str:
             parts.append(str(start) if start == prev else f"{start}-{prev}")
         start = prev = value
     return ", ".join(parts)
+
+
+def merged_columns(
+    output_dir: Path, csv: Columns | None, journal: Columns | None
+) -> list[tuple[Job, int]] | None:
+    """:func:`_merge` and :func:`_check_against_run` of two columnar reads, by segment,
+    building jobs only for the records that win (a snapshot and the journal it was
+    written with hold every job twice). ``None`` when anything is out of the ordinary
+    (a duplicate row, a foreign segment, a shared file ...): the caller then merges
+    record by record, which gives the exact message."""
+    csv_segments = csv.fields["segment_index"] if csv else []
+    if len(set(csv_segments)) != len(csv_segments):
+        return None
+    csv_revs = [-1 if r is None else r for r in csv.revs] if csv else []
+    floor = max(csv_revs, default=-1)
+    journal_revs = list(journal.revs) if journal else []
+    if None in journal_revs:
+        journal_revs = [floor + n if r is None else r for n, r in enumerate(journal_revs, 1)]
+    # Per segment the last record of the highest rev, as _merge's ">=" keeps: sorted by
+    # (segment, rev, position), with the journal's positions after the CSV's.
+    records = pl.DataFrame(
+        {
+            "segment": [*csv_segments, *(journal.fields["segment_index"] if journal else [])],
+            "rev": [*csv_revs, *journal_revs],
+        },
+        schema={"segment": pl.Int64, "rev": pl.Int64},
+    ).with_row_index("position")
+    winners = records.sort("segment", "rev", "position").unique(
+        "segment", keep="last", maintain_order=True
+    )
+    positions = winners.get_column("position").to_list()
+    jobs = _winning_jobs(positions, len(csv_revs), csv, journal)
+    if not _fits_the_run(output_dir, jobs):
+        return None
+    return list(zip(jobs, winners.get_column("rev").to_list(), strict=True))
+
+
+def _winning_jobs(
+    positions: list[int], split: int, csv: Columns | None, journal: Columns | None
+) -> list[Job]:
+    """The jobs at ``positions`` (the CSV's rows, then the journal's lines), in order."""
+    from_csv = [p for p in positions if p < split]
+    if len(from_csv) == len(positions) and csv is not None:
+        return csv.jobs(from_csv)
+    from_journal = [p - split for p in positions if p >= split]
+    if len(from_journal) == len(positions) and journal is not None:
+        return journal.jobs(from_journal)
+    assert csv is not None and journal is not None
+    csv_jobs, journal_jobs = iter(csv.jobs(from_csv)), iter(journal.jobs(from_journal))
+    return [next(csv_jobs) if p < split else next(journal_jobs) for p in positions]
+
+
+def _fits_the_run(output_dir: Path, jobs: list[Job]) -> bool:
+    """Whether :func:`_check_against_run` certainly finds nothing (``False``: it may)."""
+    segments, pending, tag = _run_segments(output_dir)
+    found = {job.segment_index for job in jobs}
+    if segments is not None and (segments - found or not found <= segments | pending):
+        return False
+    if tag is not None and not {job.run_tag for job in jobs} <= {"", tag}:
+        return False
+    inputs = {job.batch_input_path for job in jobs}
+    pairs = [job.pairs_path for job in jobs if job.pairs_path is not None]
+    # No file named twice (a job naming one file as both is fine, but rare: checked).
+    return len(inputs) == len(jobs) and len(set(pairs)) == len(pairs) and inputs.isdisjoint(pairs)

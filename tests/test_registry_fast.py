@@ -101,12 +101,34 @@ def _same_both_ways(folder: Path, csv_data: bytes | None, journal: bytes | None)
     return careful
 
 
-def _files(folder: Path, listed: list[Job], later: list[Job]) -> tuple[bytes, bytes]:
-    """A snapshot of ``listed`` at rev 0, and a journal of it and of ``later`` after it."""
+def _files(
+    folder: Path, listed: list[Job], later: list[Job], revs: bool = True
+) -> tuple[bytes, bytes]:
+    """A snapshot of ``listed`` at rev 0, and a journal of it and of ``later`` after it
+    (without revs unless ``revs``, as older versions wrote)."""
     numbered = [(job, 0) for job in listed]
     csv_data = _csv_bytes(numbered, folder)
-    moves = [(job, rev) for rev, job in enumerate(later, start=1)]
-    return csv_data, _journal_bytes(numbered, folder) + _journal_bytes(moves, folder)
+    moves = _journal_bytes([(job, rev) for rev, job in enumerate(later, start=1)], folder)
+    if not revs:
+        lines = [orjson.loads(line) for line in moves.splitlines()]
+        moves = b"".join(orjson.dumps({**r, "rev": None}) + b"\n" for r in lines)
+    return csv_data, _journal_bytes(numbered, folder) + moves
+
+
+def _settings(folder: Path, listed: list[Job], data: st.DataObject) -> None:
+    """Sometimes a run_settings.json: the segments, one left out or one extra, a tag."""
+    segments = [job.segment_index for job in listed]
+    change = data.draw(st.sampled_from(["none", "same", "fewer", "more", "pending"]))
+    if change == "none":
+        return
+    if change == "fewer":
+        segments = segments[1:]
+    settings = {
+        "segments": [*segments, 10**7] if change == "more" else segments,
+        "pending_segments": segments[:1] if change == "pending" else [],
+        "run_tag": data.draw(st.sampled_from(["pbabc", ""]) | text),
+    }
+    (folder / reg.SETTINGS_NAME).write_bytes(orjson.dumps(settings))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -119,7 +141,8 @@ def test_fast_and_careful_readers_agree(
     ]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        csv_data, journal = _files(folder, listed, changed)
+        _settings(folder, listed, data)
+        csv_data, journal = _files(folder, listed, changed, revs=data.draw(st.booleans()))
         _same_both_ways(folder, csv_data, None)
         _same_both_ways(folder, None, journal)
         _same_both_ways(folder, csv_data, journal)
