@@ -1,6 +1,8 @@
 """Registry updates on a 10,000-job run: journal + group commit vs rewriting the CSV.
 
 Run by hand:  .venv/bin/python benchmarks/bench_registry.py [--jobs 10000] [--updates 2000]
+Reading only: .venv/bin/python benchmarks/bench_registry.py --read-only [--read 1000 100000]
+              [--read-modes snapshot journal snapshot+journal "with files"] [--repeat 3]
 
 Baseline (measured in the same run): the reference's approach made per-transition,
 i.e. rewrite the whole CSV atomically after every job transition.
@@ -10,14 +12,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
 
 from pairbatch import registry as reg
-from pairbatch.models import Job, JobStatus
+from pairbatch.models import FileCheck, Job, JobStatus
 
 
 def make_jobs(out: Path, n: int) -> list[Job]:
@@ -60,26 +64,74 @@ async def journal(out: Path, jobs: list[Job], updates: int, concurrent: bool) ->
     return time.perf_counter() - start
 
 
-def reading(sizes: list[int], repeat: int = 2) -> None:
-    """``read_registry`` (CSV snapshot + journal of the same jobs) against a plain
-    ``pl.read_csv`` of the snapshot, same files, best of ``repeat``."""
-    print("reading a registry (snapshot + journal), best of", repeat)
-    for n in sizes:
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp)
-            reg.write_registry(out, make_jobs(out, n))
-            ours = base = float("inf")
-            for _ in range(repeat):
-                start = time.perf_counter()
-                reg.read_registry(out)
-                ours = min(ours, time.perf_counter() - start)
-                start = time.perf_counter()
-                pl.read_csv(reg.registry_path(out))
-                base = min(base, time.perf_counter() - start)
-            print(
-                f"  {n:>7,} jobs: read_registry {ours:7.3f} s ({ours / n * 1e6:5.1f} us/job), "
-                f"pl.read_csv {base:6.3f} s, ratio {ours / base:5.1f}x"
+READ_MODES = ("snapshot", "journal", "snapshot+journal", "with files")
+
+
+def _with_files(out: Path, jobs: list[Job]) -> list[Job]:
+    """Jobs with the file records a settled job has (request, pairs, output, results)."""
+    return [
+        job.transition(
+            files=(
+                FileCheck(Path(job.batch_input_path).name, 812_345, 500, "ab" * 32),
+                FileCheck(Path(job.pairs_path or "").name, 40_960, 500, "cd" * 32),
+                FileCheck(Path(job.batch_output_path).name, 1_234_567, 500),
+                FileCheck(Path(job.results_path).name, 56_789, 500),
             )
+        )
+        for job in jobs
+    ]
+
+
+def _registry_folder(out: Path, n: int, mode: str) -> None:
+    jobs = make_jobs(out, n)
+    reg.write_registry(out, _with_files(out, jobs) if mode == "with files" else jobs)
+    if mode == "snapshot":
+        reg.journal_path(out).unlink()
+    elif mode == "journal":
+        reg.registry_path(out).unlink()
+
+
+def _best(call: Callable[[], object], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def reading(sizes: list[int], modes: list[str], repeat: int = 3, careful: bool = True) -> None:
+    """``read_registry`` against a plain ``pl.read_csv`` of a CSV snapshot of the same
+    jobs, and (``careful``) against the careful row reader alone, which is what every
+    read was before the columnar reader: all in the same run, best of ``repeat``.
+    "snapshot+journal" is what ``write_registry`` leaves; "with files" is that with four
+    file records a job."""
+    print(f"reading a registry, best of {repeat}")
+    for mode in modes:
+        for n in sizes:
+            with tempfile.TemporaryDirectory() as tmp:
+                print(_read_once(Path(tmp), mode, n, repeat, careful), flush=True)
+
+
+def _read_once(tmp: Path, mode: str, n: int, repeat: int, careful: bool) -> str:
+    out, baseline = tmp / "run", tmp / "baseline"
+    _registry_folder(out, n, mode)
+    _registry_folder(baseline, n, "with files" if mode == "with files" else "snapshot")
+    base = _best(functools.partial(pl.read_csv, reg.registry_path(baseline)), repeat)
+    ours = _best(functools.partial(reg.read_registry, out), repeat)
+    line = (
+        f"  {mode:17s} {n:>7,} jobs: read_registry {ours:7.3f} s "
+        f"({ours / base:5.1f}x pl.read_csv {base:6.3f} s)"
+    )
+    if careful:
+        slow = _best(functools.partial(reg._read_revs, out, *_bytes(out), fast=False), 1)
+        line += f", careful reader {slow:7.3f} s ({slow / base:5.1f}x)"
+    return line
+
+
+def _bytes(folder: Path) -> tuple[bytes | None, bytes | None]:
+    paths = (reg.registry_path(folder), reg.journal_path(folder))
+    return tuple(p.read_bytes() if p.exists() else None for p in paths)  # type: ignore[return-value]
 
 
 def main() -> None:
@@ -87,9 +139,15 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--updates", type=int, default=1_000)
     parser.add_argument("--read", type=int, nargs="*", default=[1_000, 10_000, 100_000])
+    parser.add_argument("--read-modes", nargs="*", default=list(READ_MODES), choices=READ_MODES)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-careful", action="store_true", help="skip the careful reader")
+    parser.add_argument("--read-only", action="store_true", help="skip the update benchmark")
     args = parser.parse_args()
     if args.read:
-        reading(args.read)
+        reading(args.read, args.read_modes, args.repeat, careful=not args.no_careful)
+    if args.read_only:
+        return
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         results = {}

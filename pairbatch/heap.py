@@ -58,3 +58,21 @@ def frozen_heap(n_jobs: int) -> Iterator[FrozenHeap | None]:
             _holders[0] -= 1
             if _holders[0] == 0:
                 gc.unfreeze()
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No collections while a burst of objects that all stay alive is built (reading a
+    100,000-job registry: the jobs, their file records, the merge's tuples). Each full
+    pass would walk everything built so far, for nothing: it made the read ~3x slower.
+
+    Threads may overlap: each only turns the collector back on if it found it on, so
+    it is never left off; another thread's pause may end early (a slower read, no more).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

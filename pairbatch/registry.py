@@ -30,6 +30,7 @@ import orjson
 
 from pairbatch._fs import atomic_write_bytes
 from pairbatch.errors import RegistryError
+from pairbatch.heap import collector_paused
 from pairbatch.models import Job
 from pairbatch.registry_codec import (
     COLUMNS,
@@ -38,15 +39,17 @@ from pairbatch.registry_codec import (
     REFERENCE_COLUMNS,
     REGISTRY_NAME,
     SETTINGS_NAME,
-    _check_against_run,
     _csv_bytes,
     _job_record,
     _journal_bytes,
     _journal_lines,
-    _merge,
+    _Read,
+    _read_bytes,
     _read_csv,
     _read_journal,
 )
+from pairbatch.registry_fast import read_csv_fast, read_journal_fast
+from pairbatch.registry_merge import _check_against_run, _merge, merged_columns
 
 log = logging.getLogger("pairbatch.registry")
 
@@ -67,12 +70,51 @@ def holds_registry(output_dir: str | os.PathLike[str]) -> bool:
 def read_registry_revs(output_dir: str | os.PathLike[str]) -> list[tuple[Job, int]]:
     """The recorded jobs with their revs, by segment (see :func:`read_registry`)."""
     folder = Path(output_dir)
+    csv_data = _read_bytes(registry_path(folder))
+    return _read_revs(folder, csv_data, _read_bytes(journal_path(folder)))
+
+
+def _read_revs(
+    folder: Path, csv_data: bytes | None, journal_data: bytes | None, *, fast: bool = True
+) -> list[tuple[Job, int]]:
+    """:func:`read_registry_revs` of the two files' bytes (``None``: no such file).
+    ``fast=False`` reads with the careful row reader alone (the fast reader's reference,
+    which it falls back to whenever it cannot vouch for a file)."""
+    with collector_paused():
+        return _read_both(folder, csv_data, journal_data, fast=fast)
+
+
+def _read_both(
+    folder: Path, csv_data: bytes | None, journal_data: bytes | None, *, fast: bool
+) -> list[tuple[Job, int]]:
     path, journal = registry_path(folder), journal_path(folder)
-    csv_records = _read_csv(path)
-    journal_records = _read_journal(journal, folder)
+    fast_csv = read_csv_fast(path, csv_data) if fast and csv_data is not None else None
+    fast_journal = (
+        read_journal_fast(journal, folder, journal_data)
+        if fast and journal_data is not None
+        else None
+    )
+    read_fast = (fast_csv is not None or csv_data is None) and (
+        fast_journal is not None or journal_data is None
+    )
+    if read_fast and (fast_csv is not None or fast_journal is not None):
+        # Every file there is read fast: merged without building the losers' jobs.
+        merged_fast = merged_columns(folder, fast_csv, fast_journal)
+        if merged_fast is not None:
+            return merged_fast
+    csv_records: list[_Read] = []
+    if csv_data is not None:
+        csv_records = _read_csv(path, csv_data) if fast_csv is None else fast_csv.records()
+    journal_records: list[_Read] = []
+    if journal_data is not None:
+        journal_records = (
+            _read_journal(journal, folder, journal_data)
+            if fast_journal is None
+            else fast_journal.records()
+        )
     if not csv_records and not journal_records:
-        if path.exists() or journal.exists():
-            raise RegistryError(f"{path if path.exists() else journal}: holds no jobs")
+        if csv_data is not None or journal_data is not None:
+            raise RegistryError(f"{path if csv_data is not None else journal}: holds no jobs")
         raise RegistryError(
             f"No registry file found at {path}. Please supply 'jobs' or ensure that "
             "'output_dir' contains a 'jobs_registry.csv' created by submit_pairs_multi_batch()."
@@ -110,9 +152,15 @@ def repair_torn_tail(path: Path) -> bool:
         data = path.read_bytes()
     except FileNotFoundError:
         return False
+    return len(_repair_tail(path, data)) < len(data)
+
+
+def _repair_tail(path: Path, data: bytes) -> bytes:
+    """:func:`repair_torn_tail` of the journal's bytes ``data``; returns them as they
+    are on disk afterwards, so the caller need not read the file again."""
     lines, torn = _journal_lines(data)
     if not torn:
-        return False
+        return data
     try:
         orjson.loads(lines[-1])
     except orjson.JSONDecodeError:
@@ -122,13 +170,13 @@ def repair_torn_tail(path: Path) -> bool:
             handle.flush()
             os.fsync(handle.fileno())
         log.warning("cut a torn last line (%d bytes) from %s", len(lines[-1]), path)
-        return True
+        return data[:keep]
     # A whole record that lost only its newline: keep it, end its line.
     with path.open("ab") as handle:
         handle.write(b"\n")
         handle.flush()
         os.fsync(handle.fileno())
-    return False
+    return data + b"\n"
 
 
 class Registry:
@@ -177,15 +225,16 @@ class Registry:
     ) -> Registry:
         """The writer for an existing registry (blocking: call it in a thread, under the
         lock). Cuts a torn journal tail first; writes the CSV only if ``csv`` is true or
-        one exists."""
-        repair_torn_tail(journal_path(output_dir))
-        records = read_registry_revs(output_dir)
-        keep_csv = csv or registry_path(output_dir).exists()
-        registry = cls(output_dir, records, csv=keep_csv, fsync=fsync)
-        try:
-            registry._journal_lines = journal_path(output_dir).read_bytes().count(b"\n")
-        except FileNotFoundError:
-            registry._journal_lines = 0
+        one exists. Each file is read once: the journal's bytes serve the repair, the
+        reading and the line count."""
+        folder = Path(output_dir)
+        journal = _read_bytes(journal_path(folder))
+        if journal is not None:
+            journal = _repair_tail(journal_path(folder), journal)
+        csv_data = _read_bytes(registry_path(folder))
+        records = _read_revs(folder, csv_data, journal)
+        registry = cls(folder, records, csv=csv or csv_data is not None, fsync=fsync)
+        registry._journal_lines = journal.count(b"\n") if journal is not None else 0
         return registry
 
     @property

@@ -127,26 +127,52 @@ def _job_record(job: Job, base: str, rev: int) -> dict[str, Any]:
     return record
 
 
-def _csv_bytes(jobs: Iterable[tuple[Job, int]], base: Path) -> bytes:
-    root = os.path.abspath(base)
+def _csv_row(record: Mapping[str, Any]) -> list[str]:
+    row = []
+    for column in COLUMNS:
+        value = record[column]
+        if value is None:
+            row.append("NA")
+        elif isinstance(value, bool):
+            row.append("TRUE" if value else "FALSE")
+        elif column == "files":
+            row.append(orjson.dumps(value).decode() if value else "NA")
+        else:
+            row.append(str(value))
+    return row
+
+
+def _csv_text(rows: list[list[str]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerows(rows)
+    text = buffer.getvalue()
+    if "\r" not in text:
+        return text
+    # csv.writer quotes a field holding its line terminator ("\n") but not a lone "\r",
+    # which a reader takes for the end of the row: such rows are quoted here instead.
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for row in rows:
+        if any("\r" in cell for cell in row):
+            buffer.write(",".join(_quoted_cell(cell) for cell in row) + "\n")
+        else:
+            writer.writerow(row)
+    return buffer.getvalue()
+
+
+def _quoted_cell(cell: str) -> str:
+    if any(c in cell for c in ',"\n\r'):
+        return '"' + cell.replace('"', '""') + '"'
+    return cell
+
+
+def _csv_bytes(jobs: Iterable[tuple[Job, int]], base: Path) -> bytes:
+    root = os.path.abspath(base)
+    rows = [list(COLUMNS)]
     for job, rev in sorted(jobs, key=lambda item: item[0].segment_index):
-        record = _job_record(job, root, rev)
-        row = []
-        for column in COLUMNS:
-            value = record[column]
-            if value is None:
-                row.append("NA")
-            elif isinstance(value, bool):
-                row.append("TRUE" if value else "FALSE")
-            elif column == "files":
-                row.append(orjson.dumps(value).decode() if value else "NA")
-            else:
-                row.append(str(value))
-        writer.writerow(row)
-    return buffer.getvalue().encode()
+        rows.append(_csv_row(_job_record(job, root, rev)))
+    return _csv_text(rows).encode()
 
 
 def _journal_bytes(jobs: Iterable[tuple[Job, int]], base: Path) -> bytes:
@@ -256,26 +282,29 @@ class _RowReader:
         for column in _PATH_COLUMNS:
             value = self.text(column) if column == "pairs_path" else self.required(column)
             paths[column] = resolve(value)
+        fields: dict[str, Any] = {
+            "segment_index": self.integer("segment_index"),
+            "provider": provider,
+            "model": self.required("model"),
+            "batch_id": self.text("batch_id"),
+            "batch_input_path": paths["batch_input_path"] or "",
+            "batch_output_path": paths["batch_output_path"] or "",
+            "csv_path": paths["csv_path"] or "",
+            "pairs_path": paths["pairs_path"],
+            "done": done,
+            "status": status,
+            "raw_status": self.text("raw_status"),
+            "n_pairs": self.integer("n_pairs", default=0),
+            "run_tag": self.text("run_tag") or "",
+            "submitted_at": self.timestamp("submitted_at"),
+            "updated_at": self.timestamp("updated_at"),
+            "error": self.text("error"),
+        }
+        files = self.files()
+        # Only the file records are converted in Job() (a RegistryError is a ValueError:
+        # a column's own error must not be caught here and called a bad file record).
         try:
-            return Job(
-                segment_index=self.integer("segment_index"),
-                provider=provider,
-                model=self.required("model"),
-                batch_id=self.text("batch_id"),
-                batch_input_path=paths["batch_input_path"] or "",
-                batch_output_path=paths["batch_output_path"] or "",
-                csv_path=paths["csv_path"] or "",
-                pairs_path=paths["pairs_path"],
-                done=done,
-                status=status,
-                raw_status=self.text("raw_status"),
-                n_pairs=self.integer("n_pairs", default=0),
-                run_tag=self.text("run_tag") or "",
-                submitted_at=self.timestamp("submitted_at"),
-                updated_at=self.timestamp("updated_at"),
-                error=self.text("error"),
-                files=self.files(),
-            )
+            return Job(**fields, files=files)
         except (TypeError, ValueError) as exc:
             raise self.fail("files", f"bad file record: {exc}") from None
 
@@ -304,9 +333,9 @@ def _read_bytes(path: Path) -> bytes | None:
         raise RegistryError(f"{path}: cannot be read ({exc.strerror})") from None
 
 
-def _read_csv(path: Path) -> list[_Read]:
+def _read_csv(path: Path, data: bytes | None) -> list[_Read]:
+    """The careful reader of the CSV snapshot ``data`` (``None``: no file), row by row."""
     base = path.parent
-    data = _read_bytes(path)
     if data is None:
         return []
     text = _decode_text(path, data)
@@ -345,8 +374,8 @@ def _journal_lines(data: bytes) -> tuple[list[bytes], bool]:
     return lines, torn
 
 
-def _read_journal(path: Path, base: Path) -> list[_Read]:
-    data = _read_bytes(path)
+def _read_journal(path: Path, base: Path, data: bytes | None) -> list[_Read]:
+    """The careful reader of the journal ``data`` (``None``: no file), line by line."""
     if data is None:
         return []
     lines, torn = _journal_lines(data)
@@ -368,87 +397,3 @@ def _read_journal(path: Path, base: Path) -> list[_Read]:
         rev = reader.integer("rev") if record.get("rev") is not None else None
         out.append((reader.job(resolve), rev, f"{path}: line {number}"))
     return out
-
-
-def _merge(csv_records: list[_Read], journal: list[_Read]) -> dict[int, tuple[Job, int, str]]:
-    """Per segment, the newest record. A journal line without a rev (older versions)
-    is newer than any CSV row and than the lines before it."""
-    merged: dict[int, tuple[Job, int, str]] = {}
-    seen_csv: set[int] = set()
-    for job, rev, where in csv_records:
-        if job.segment_index in seen_csv:
-            raise RegistryError(
-                f"{where}, column 'segment_index': duplicate segment {job.segment_index}"
-            )
-        seen_csv.add(job.segment_index)
-        merged[job.segment_index] = (job, -1 if rev is None else rev, where)
-    floor = max((rev for _, rev, _ in merged.values()), default=-1)
-    for order, (job, rev, where) in enumerate(journal, start=1):
-        effective = floor + order if rev is None else rev
-        current = merged.get(job.segment_index)
-        if current is None or effective >= current[1]:
-            merged[job.segment_index] = (job, effective, where)
-    return merged
-
-
-def _run_segments(output_dir: Path) -> tuple[set[int] | None, set[int], str | None]:
-    """The segments, the pending ones (a retry's new segments whose intents may not be
-    recorded yet) and the run tag ``run_settings.json`` lists (``None`` if none)."""
-    try:
-        settings = orjson.loads((output_dir / SETTINGS_NAME).read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return None, set(), None
-    if not isinstance(settings, dict):
-        return None, set(), None
-    segments = settings.get("segments")
-    pending = settings.get("pending_segments") or []
-    tag = settings.get("run_tag") if isinstance(settings.get("run_tag"), str) else None
-    if not isinstance(segments, list) or not all(isinstance(s, int) for s in segments):
-        return None, set(), tag
-    return set(segments), {s for s in pending if isinstance(s, int)}, tag
-
-
-def _check_against_run(
-    output_dir: Path, merged: Mapping[int, tuple[Job, int, str]], source: Path
-) -> None:
-    segments, pending, tag = _run_segments(output_dir)
-    if segments is not None:
-        for job, _, where in merged.values():
-            if job.segment_index not in segments | pending:
-                raise RegistryError(
-                    f"{where}: segment {job.segment_index} is not a segment of this run "
-                    f"({SETTINGS_NAME} lists {_ranges(segments)})"
-                )
-        absent = sorted(segments - set(merged))
-        if absent:
-            raise RegistryError(
-                f"{source}: segment(s) {_ranges(absent)} of this run are missing "
-                f"({SETTINGS_NAME} lists {_ranges(segments)}); the registry is damaged"
-            )
-    owners: dict[str, int] = {}
-    for job, _, where in merged.values():
-        if tag is not None and job.run_tag and job.run_tag != tag:
-            raise RegistryError(f"{where}: run tag {job.run_tag!r} is not this run's ({tag!r})")
-        for path in (job.batch_input_path, job.pairs_path):
-            if path is None:
-                continue
-            other = owners.setdefault(path, job.segment_index)
-            if other != job.segment_index:
-                raise RegistryError(
-                    f"{where}: segment {job.segment_index} names {Path(path).name}, "
-                    f"which is segment {other}'s"
-                )
-
-
-def _ranges(values: Iterable[int]) -> str:
-    ordered = sorted(values)
-    parts: list[str] = []
-    start = prev = None
-    for value in [*ordered, None]:
-        if value is not None and prev is not None and value == prev + 1:
-            prev = value
-            continue
-        if start is not None:
-            parts.append(str(start) if start == prev else f"{start}-{prev}")
-        start = prev = value
-    return ", ".join(parts)
