@@ -70,7 +70,7 @@ def _row(draw: st.DrawFn, key: str | None, prefix: str, suffix: str) -> tuple[An
     return tuple(values[name] for name in ROW_FIELDS)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=segments())
 def test_row_path_equals_general_normaliser(
     case: tuple[pl.DataFrame, list[tuple[Any, ...]], tuple[str, str]],

@@ -131,7 +131,7 @@ def _settings(folder: Path, listed: list[Job], data: st.DataObject) -> None:
     (folder / reg.SETTINGS_NAME).write_bytes(orjson.dumps(settings))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(listed=jobs(), later=st.lists(st.integers(0, 5), max_size=4), data=st.data())
 def test_fast_and_careful_readers_agree(
     listed: list[Job], later: list[int], data: st.DataObject
