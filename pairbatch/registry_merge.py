@@ -156,7 +156,8 @@ def _fits_the_run(output_dir: Path, jobs: list[Job]) -> bool:
     found = {job.segment_index for job in jobs}
     if segments is not None and (segments - found or not found <= segments | pending):
         return False
-    if tag is not None and not {job.run_tag for job in jobs} <= {"", tag}:
+    # An empty or missing tag is never checked (``job.run_tag and ...`` there).
+    if tag is not None and not {job.run_tag for job in jobs} <= {None, "", tag}:
         return False
     inputs = {job.batch_input_path for job in jobs}
     pairs = [job.pairs_path for job in jobs if job.pairs_path is not None]
