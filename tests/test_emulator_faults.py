@@ -307,7 +307,8 @@ async def test_failed_batches() -> None:
         clock.t = 20.0
         _, _, batch = await raw(emu, "openai", path=f"/v1/batches/{oid}")
         assert batch["status"] == "failed" and batch["failed_at"] is not None
-        assert batch["errors"]["data"][0]["code"] == "token_limit_exceeded"
+        # The fault's own reason: not a full queue, so a client must not resend it.
+        assert batch["errors"]["data"][0]["code"] == "emulator_fault"
         assert batch["output_file_id"] is None
         _, _, mb = await raw(emu, "anthropic", path=f"/v1/messages/batches/{aid}")
         assert mb["processing_status"] == "ended" and mb["request_counts"]["errored"] == 4

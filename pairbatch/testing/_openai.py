@@ -226,7 +226,7 @@ class OpenAIRoutes:
             errors=errors,
         )
         if not errors and batch.fate.value == "failed":
-            batch.errors.append(_queue_full(model, 2_000_000))
+            batch.errors.append(_FAULT_FAILED)
         return json_response(self.batch_json(batch))
 
     def _queued_tokens(self) -> int:
@@ -477,6 +477,16 @@ def _status(view: View) -> str:
         Phase.CANCELLING: "cancelling",
         Phase.ENDED: "completed",
     }[view.phase]
+
+
+# The ``batch_failed_rate`` fault's reason: a failure the client cannot mend by sending
+# the batch again (a full queue is ``enqueued_token_limit``'s, which a client may resend).
+_FAULT_FAILED: dict[str, Any] = {
+    "code": "emulator_fault",
+    "message": "The batch failed (emulator fault: batch_failed_rate).",
+    "param": None,
+    "line": None,
+}
 
 
 def _queue_full(model: str | None, limit: int) -> dict[str, Any]:
