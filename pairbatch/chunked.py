@@ -50,13 +50,13 @@ from pairbatch.normalize import (
     normalize_results,
 )
 from pairbatch.outcomes import sink_file
+from pairbatch.readahead import ReadAhead
 from pairbatch.results import (
     DEFAULT_TAG_PREFIX,
     DEFAULT_TAG_SUFFIX,
     RESULT_SCHEMA,
     FastLine,
     LineParser,
-    RowTuple,
     empty_results,
     iter_row_chunks,
     rows_to_frame,
@@ -68,10 +68,11 @@ _TS = pl.Datetime("us", "UTC")
 # Parts are written once and read once, next to the outputs: a fast codec rather than
 # the default zstd (200 MB of results made 33 MB of lz4 parts).
 _PART_COMPRESSION: Final = "lz4"
-# Input bytes per chunk. Memory grows with it (rows, frames, and the parts the final
-# sinks read several of at once): at 200 MB of results, 4 MB blocks peaked at +126 MB,
-# 1 MB blocks at ~+60 MB, for the same time within noise.
-CHUNK_BYTES = 1 << 20
+# Input bytes per chunk: a trade of time (Polars' fixed cost per call on a small frame)
+# against memory (about three chunks are in flight with the read-ahead). At 200 MB of
+# results: 1 MB 2.4 s +57 MB, 2 MB 1.9 s +60 MB, 4 MB 1.6 s +87 MB. The Parquet sink
+# adds its own growth over the file, about 30 MB a GB whatever the chunk.
+CHUNK_BYTES = 2 << 20
 # Rows a streamed output buffers before writing a row group. The default buffered the
 # whole 128,000-row results of a 200 MB file (+200 MB); at 8,192 rows (~12 MB of
 # answers and reasoning) reading the files back is no slower.
@@ -146,8 +147,10 @@ def settle_chunked(
         if not path.is_file():
             raise InputError(f"results file does not exist: {path}")
 
-    def chunks() -> Iterator[list[RowTuple]]:
-        return iter_row_chunks(files, parse_line, fast_line, block_bytes=block_bytes)
+    def chunks() -> Iterator[pl.DataFrame]:
+        rows = iter_row_chunks(files, parse_line, fast_line, block_bytes=block_bytes)
+        tags = {"tag_prefix": segment.tag_prefix, "tag_suffix": segment.tag_suffix}
+        return (rows_to_frame(chunk, **tags) for chunk in rows)
 
     one = _OnePass(plan, index, pair_side)
     results = one.run(chunks(), results_path)
@@ -169,7 +172,7 @@ def settle_chunked(
 
 
 def _two_passes(
-    chunks: Iterator[list[RowTuple]],
+    chunks: Iterator[pl.DataFrame],
     frame: pl.DataFrame,
     index: KeyIndex,
     pair_side: pl.DataFrame,
@@ -180,8 +183,8 @@ def _two_passes(
     target_dir = Path(results_path).parent
     with tempfile.TemporaryDirectory(prefix=".pairbatch-parts-", dir=target_dir) as tmp:
         parts = _Parts(Path(tmp))
-        for rows in chunks:
-            _write_part(rows, parts, index, pair_side, plan)
+        for raw in chunks:
+            _write_part(raw, parts, index, pair_side, plan)
         parts.warn_stray(plan.segment)
         return _write_outputs(parts, frame, plan, results_path, failed_path)
 
@@ -200,7 +203,7 @@ class _OnePass:
     failed: list[pl.DataFrame] = attrs.field(factory=list)
     pairs: list[pl.Series] = attrs.field(factory=list)
 
-    def run(self, chunks: Iterator[list[RowTuple]], path: str | os.PathLike[str]) -> FileCheck:
+    def run(self, chunks: Iterator[pl.DataFrame], path: str | os.PathLike[str]) -> FileCheck:
         schema = dict(
             normalize_results(empty_results(), self.plan.shape, backend="", model="").results.schema
         )
@@ -211,25 +214,32 @@ class _OnePass:
             n_rows: int | None,
             batch_size: int | None,
         ) -> Iterator[pl.DataFrame]:
-            for rows in chunks:
-                out = self._chunk(rows)
+            for out in ahead:
                 if with_columns is not None:
                     out = out.select(with_columns)
                 if predicate is not None:
                     out = out.filter(predicate)
                 yield out
 
-        return _sink(register_io_source(source, schema=schema), path)
+        # Parsing and shaping a chunk hold the GIL; Polars writing the one before does
+        # not. So the first run a chunk ahead in their own thread and the two overlap.
+        with ReadAhead(self._chunk(raw) for raw in chunks) as ahead:
+            return _sink(register_io_source(source, schema=schema), path)
 
-    def _chunk(self, rows: list[RowTuple]) -> pl.DataFrame:
-        found = _candidates(rows, self.parts, self.index, self.pair_side, self.plan)
+    def _chunk(self, raw: pl.DataFrame) -> pl.DataFrame:
+        found = _candidates(raw, self.parts, self.index, self.pair_side, self.plan)
         last = found.get_column("_pair").is_last_distinct()
-        chosen, earlier = found.filter(last), found.filter(~last)
+        repeats = not last.all()
+        chosen = found.filter(last) if repeats else found
         self.pairs.append(chosen.get_column("_pair"))
-        invalid, repeated = _failed_rows(chosen.lazy().filter(~_VALID), earlier.lazy())
-        # Empty frames are not kept: 1,000 chunks' worth grew the peak by ~20 MB.
-        self.failed.extend(f for f in pl.collect_all([invalid, repeated]) if f.height)
-        return chosen.filter(_VALID).select(self.plan.result_columns)
+        if repeats or chosen.get_column("winner_pos").null_count():
+            earlier = found.filter(~last).lazy()
+            invalid, repeated = _failed_rows(chosen.lazy().filter(~_VALID), earlier)
+            # Empty frames are not kept: 1,000 chunks' worth grew the peak by ~20 MB.
+            self.failed.extend(f for f in pl.collect_all([invalid, repeated]) if f.height)
+            chosen = chosen.filter(_VALID)
+        # (A chunk of answered last lines only, the usual case, needs no failed rows.)
+        return chosen.select(self.plan.result_columns)
 
     def seen(self) -> pl.Series:
         if not self.pairs:
@@ -288,13 +298,13 @@ class _CandidatePlan:
 
 
 def _write_part(
-    rows: list[RowTuple],
+    raw: pl.DataFrame,
     parts: _Parts,
     index: KeyIndex,
     pair_side: pl.DataFrame,
     plan: _CandidatePlan,
 ) -> None:
-    candidates = _candidates(rows, parts, index, pair_side, plan)
+    candidates = _candidates(raw, parts, index, pair_side, plan)
     path = parts.directory / f"part-{len(parts.files):06d}.parquet"
     candidates.write_parquet(path, compression=_PART_COMPRESSION, statistics=False)
     parts.files.append(path)
@@ -302,7 +312,7 @@ def _write_part(
 
 
 def _candidates(
-    rows: list[RowTuple],
+    raw: pl.DataFrame,
     parts: _Parts,
     index: KeyIndex,
     pair_side: pl.DataFrame,
@@ -312,8 +322,7 @@ def _candidates(
     last line (counting the lines, and the ones matching no pair, in ``parts``)."""
     seg = plan.segment
     start = parts.lines
-    parts.lines += len(rows)
-    raw = rows_to_frame(rows, tag_prefix=seg.tag_prefix, tag_suffix=seg.tag_suffix)
+    parts.lines += raw.height
     raw = raw.with_columns(pl.int_range(start, start + raw.height, dtype=pl.UInt32).alias("_line"))
     flagged = raw.with_columns(index.lookup(raw.get_column("custom_id")))
     known = flagged.filter(pl.col("_pair").is_not_null())
@@ -329,12 +338,7 @@ def _candidates(
         pl.concat([matched, known], how="horizontal")
         .with_columns(plan.exprs)
         .with_columns(_WINNER_POS)
-        .with_columns(
-            at.alias("received_at"),
-            _ERROR_CODE,
-            _ANSWERED_DETAIL.alias("error_detail"),
-            *_phase_iter(plan.pair_columns),
-        )
+        .with_columns(at.alias("received_at"), *_phase_iter(plan.pair_columns))
     )
 
 
@@ -386,7 +390,10 @@ def _failed_rows(chosen: pl.LazyFrame, earlier: pl.LazyFrame) -> tuple[pl.LazyFr
     """Failed attempts from last lines without a valid winner, and from earlier lines
     (duplicates)."""
     at = pl.col("received_at").alias("attempted_at")
-    invalid = chosen.filter(~_VALID).with_columns(at, pl.lit(False).alias("is_duplicate"))
+    # Why a last line failed is worked out for the failed ones only (a regex per row).
+    invalid = chosen.filter(~_VALID).with_columns(
+        _ERROR_CODE, _ANSWERED_DETAIL.alias("error_detail"), at, pl.lit(False).alias("is_duplicate")
+    )
     repeated = earlier.with_columns(
         pl.lit("http_error").alias("error_code"),
         pl.lit(DUPLICATE_DETAIL).alias("error_detail"),

@@ -13,7 +13,7 @@ from typing import IO
 import attrs
 import polars as pl
 
-from pairbatch._fs import atomic_writer, fsync_dir, temp_name
+from pairbatch._fs import atomic_writer, fsync_dir, temp_name, write_parquet
 from pairbatch.integrity import DamagedFileError, verify
 from pairbatch.models import FileCheck, Job, JobStatus, utcnow
 
@@ -78,7 +78,7 @@ def batch_failure_frame(
 
 def _write_parquet(frame: pl.DataFrame, path: str, *, sync_dir: bool = True) -> FileCheck:
     with atomic_writer(path, sync_dir=sync_dir) as handle:
-        frame.write_parquet(handle)
+        write_parquet(frame, handle)
         size = handle.tell()
     return FileCheck(name=Path(path).name, size=size, rows=frame.height)
 
