@@ -32,6 +32,7 @@ from yarl import URL
 from pairbatch._fs import temp_name
 from pairbatch.errors import DownloadError, ProviderError
 from pairbatch.limiter import TokenBucket
+from pairbatch.models import Provider
 from pairbatch.retry import (
     RetryPolicy,
     TransientError,
@@ -273,7 +274,7 @@ class Transport:
         self._connection_limits = (connection_limit, connection_limit_per_host)
         self._clock = clock
         self._max_concurrency = max_concurrency
-        self._semaphore: asyncio.Semaphore | None = None
+        self._gates: dict[str, asyncio.Semaphore] = {}
         self._limiters: dict[str, TokenBucket] = {}
         self.retry = retry or RetryPolicy()
         #: ``(provider, name)`` -> count; names: requests, retries, 429s, bytes_downloaded.
@@ -303,7 +304,12 @@ class Transport:
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            # Never fewer connections than the gates let requests through (one gate per
+            # provider, each provider its own host): a request that holds its grant and
+            # then queues in the pool for a connection goes out late, in a bunch.
             limit, per_host = self._connection_limits
+            per_host = max(per_host, self._max_concurrency)
+            limit = max(limit, len(Provider) * self._max_concurrency)
             connector = aiohttp.TCPConnector(
                 limit=limit, limit_per_host=per_host, keepalive_timeout=30, ttl_dns_cache=300
             )
@@ -313,11 +319,18 @@ class Transport:
             self._owns_session = True
         return self._session
 
-    def _gate(self) -> asyncio.Semaphore:
+    def _gate(self, provider: str) -> asyncio.Semaphore:
+        """The provider's bound on requests in flight, entered *before* its bucket's
+        grant: a request granted and then kept waiting for a slot goes out late, in a
+        bunch with the others (at 200 req/s with every slot taken, 20-40 sends past the
+        server's burst and as many 429s). One gate per provider, so requests waiting for
+        a slow provider's tokens never hold the slots another provider's need."""
         # Created on first use so that the Transport can be built outside a running loop.
-        if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(self._max_concurrency)
-        return self._semaphore
+        key = provider.lower()
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = asyncio.Semaphore(self._max_concurrency)
+        return gate
 
     # ------------------------------------------------------------ limits and counters
 
@@ -494,8 +507,8 @@ class Transport:
         async def attempt() -> Response:
             nonlocal tries
             tries += 1
-            granted_at = await self._admit(provider, tries == 1)
-            async with self._gate():
+            async with self._gate(provider):
+                granted_at = await self._admit(provider, tries == 1)
                 session = self._ensure_session()
                 payload = body_json if body_json is not None else data
                 if callable(payload) and not isinstance(payload, aiohttp.FormData):
@@ -549,8 +562,8 @@ class Transport:
         async def attempt() -> bytes:
             nonlocal tries
             tries += 1
-            granted_at = await self._admit(provider, tries == 1)
-            async with self._gate():
+            async with self._gate(provider):
+                granted_at = await self._admit(provider, tries == 1)
                 session = self._ensure_session()
                 try:
                     async with await self._send(session, "GET", url, headers, origin) as resp:
@@ -613,8 +626,8 @@ class Transport:
             # Measured before the bucket grant: between a grant and its send there must be
             # no wait (a thread hop could be long), or sends bunch up past the server's limit.
             have = await asyncio.to_thread(_size, part) if tries > 1 and state.resumable else 0
-            granted_at = await self._admit(provider, tries == 1)
-            async with self._gate():
+            async with self._gate(provider):
+                granted_at = await self._admit(provider, tries == 1)
                 return await self._stream_once(
                     provider,
                     url,

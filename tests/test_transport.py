@@ -7,6 +7,7 @@ import hashlib
 import logging
 import socket
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -443,26 +444,29 @@ async def test_slow_responses_hit_the_read_timeout(serve: Serve) -> None:
         assert ambiguous.value.error_type == "ambiguous" and hits == 4
 
 
-async def test_semaphore_bounds_requests_in_flight(serve: Serve) -> None:
-    in_flight = peak = 0
+async def test_semaphore_bounds_each_providers_requests_in_flight(serve: Serve) -> None:
+    in_flight: Counter[str] = Counter()
+    peak: Counter[str] = Counter()
 
     async def handler(request: web.Request) -> web.Response:
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
+        who = request.path.strip("/")
+        in_flight[who] += 1
+        peak[who] = max(peak[who], in_flight[who])
         await asyncio.sleep(0.02)
-        in_flight -= 1
+        in_flight[who] -= 1
         return web.json_response({})
 
     base = await serve(handler)
     async with fast_transport(max_concurrency=3) as transport:
         await asyncio.gather(
             *(
-                transport.request(p, "GET", f"{base}/x", headers={})
+                transport.request(p, "GET", f"{base}/{p}", headers={})
                 for p in ("openai", "gemini") * 10
             )
         )
-    assert peak == 3
+    # Each provider has its own gate (entered before its bucket's grant), so one
+    # provider's waiting requests never hold the slots of another.
+    assert peak == {"openai": 3, "gemini": 3}
 
 
 async def test_a_paused_provider_holds_no_semaphore_slot(serve: Serve) -> None:
