@@ -27,6 +27,7 @@ from pairbatch.results import (
     RowTuple,
     empty_results,
     find_winner,
+    tags_overlap,
 )
 
 _TS = pl.Datetime("us", "UTC")
@@ -36,15 +37,6 @@ _TEXT = tuple(i for i, name in enumerate(ROW_FIELDS) if RESULT_SCHEMA[name] == p
 # Columns the general path adds after the results' own; a pair column of one of these
 # names would be replaced there, so such pairs go that way.
 _ADDED = ("better_id", "backend", "segment_index", "batch_id", "winner_pos", "received_at")
-
-
-@lru_cache(maxsize=16)
-def _tags_overlap(prefix: str, suffix: str) -> bool:
-    """Whether one tag's end can be another's start: only then can the last tag found
-    left to right without overlaps (the general path) differ from the last by
-    ``rfind`` (:func:`find_winner`)."""
-    tags = [f"{prefix}SAMPLE_{k}{suffix}" for k in (1, 2)]
-    return any(a[-k:] == b[:k] for a in tags for b in tags for k in range(1, len(a)))
 
 
 @lru_cache(maxsize=64)
@@ -79,7 +71,7 @@ def clean_results(
         or any(c in RESULT_SCHEMA and c != "custom_id" for c in columns)
         or any(c in _ADDED for c in columns)
         or len(rows) != frame.height
-        or _tags_overlap(tag_prefix, tag_suffix)
+        or tags_overlap(tag_prefix, tag_suffix)
     ):
         return None
     ordered = _in_pair_order(rows, frame.get_column("custom_id").to_list())

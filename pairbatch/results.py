@@ -25,6 +25,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,30 @@ def find_winner(content: str | None, prefix: str, suffix: str) -> str | None:
     if one < 0 and two < 0:
         return None
     return "SAMPLE_1" if one > two else "SAMPLE_2"
+
+
+@lru_cache(maxsize=16)
+def tags_overlap(prefix: str, suffix: str) -> bool:
+    """Whether one tag's end can be another's start: only then can the last tag found
+    left to right without overlaps (:func:`better_sample_expr`) differ from the last by
+    ``rfind`` (:func:`find_winner`)."""
+    tags = [f"{prefix}SAMPLE_{k}{suffix}" for k in (1, 2)]
+    return any(a[-k:] == b[:k] for a in tags for b in tags for k in range(1, len(a)))
+
+
+def _winners(contents: Sequence[Any], prefix: str, suffix: str) -> list[str | None]:
+    """:func:`find_winner` of each answer, inlined (a third of the regex's cost on 1 KB
+    answers); empty answers have none, as the nulls they become."""
+    one_tag, two_tag = f"{prefix}SAMPLE_1{suffix}", f"{prefix}SAMPLE_2{suffix}"
+    out: list[str | None] = []
+    append = out.append
+    for content in contents:
+        if type(content) is not str or not content:  # (a non-text the frame nulls too)
+            append(None)
+            continue
+        one, two = content.rfind(one_tag), content.rfind(two_tag)
+        append(None if one < 0 and two < 0 else "SAMPLE_1" if one > two else "SAMPLE_2")
+    return out
 
 
 def _regex_literal(text: str) -> str:
@@ -346,10 +371,15 @@ def rows_to_frame(
         return empty_results()
     columns = list(zip(*rows, strict=True))
     series = {name: _series(name, col) for name, col in zip(ROW_FIELDS, columns, strict=True)}
-    winner = pl.DataFrame([series["content"]]).select(
-        better_sample_expr("content", tag_prefix, tag_suffix).alias("better_sample")
-    )
-    series["better_sample"] = winner.to_series()
+    if tags_overlap(tag_prefix, tag_suffix):
+        winner = pl.DataFrame([series["content"]]).select(
+            better_sample_expr("content", tag_prefix, tag_suffix).alias("better_sample")
+        )
+        series["better_sample"] = winner.to_series()
+    else:
+        contents = columns[ROW_FIELDS.index("content")]
+        found = _winners(contents, tag_prefix, tag_suffix)
+        series["better_sample"] = pl.Series("better_sample", found, dtype=pl.Utf8)
     return pl.DataFrame([series[name] for name in COLUMNS])
 
 

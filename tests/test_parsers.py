@@ -24,9 +24,11 @@ from pairbatch.results import (
     FAST_MISS,
     RESULT_SCHEMA,
     ROW_FIELDS,
+    _winners,
     better_sample_expr,
     empty_results,
     find_winner,
+    tags_overlap,
 )
 
 
@@ -523,6 +525,9 @@ def test_tag_expression_matches_scalar_rule(texts: list[str | None]) -> None:
             .to_list()
         )
         assert got == [find_winner(t, prefix, suffix) for t in texts]
+        # The inlined loop the frame builder uses when tags cannot overlap.
+        assert not tags_overlap(prefix, suffix)
+        assert _winners(texts, prefix, suffix) == got
 
 
 # ---------------------------------------------------------------- fast path == careful path
