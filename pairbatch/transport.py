@@ -1,28 +1,26 @@
 """The HTTP layer every provider client shares: one session, limits, retries, downloads.
 
-One :class:`Transport` per run owns an ``aiohttp.ClientSession``, a global semaphore on
-requests in flight and a token bucket per provider. Each attempt waits for the bucket
-first and the semaphore second, so a provider paused by a 429 holds no slots the others
-could use. API keys travel only in the per-call headers; every message this module
-builds passes through a redactor that knows them, and URLs are logged without their
-query strings (Gemini accepts ``?key=``).
+One :class:`Transport` per run owns an ``aiohttp.ClientSession`` and, per provider, a
+semaphore on requests in flight and a token bucket. Each attempt enters its provider's
+semaphore first and waits for the bucket second, so nothing stands between a grant and
+its send (sends keep the bucket's spacing), and a provider paused by a 429 holds no
+slots another provider could use. API keys travel only in the per-call headers; every
+message this module builds passes through a redactor that knows them, and URLs are
+logged without their query strings (Gemini accepts ``?key=``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from typing import Any
 
 import aiohttp
 import attrs
@@ -33,12 +31,33 @@ from pairbatch._fs import temp_name
 from pairbatch.errors import DownloadError, ProviderError
 from pairbatch.limiter import TokenBucket
 from pairbatch.models import Provider
+from pairbatch.partfile import (
+    CHUNK_BYTES,
+    ChunkWriter,
+    ResumeState,
+    ShortBody,
+    commit_part,
+    discard_part,
+    part_size,
+    prepare_part,
+    range_start,
+)
 from pairbatch.retry import (
     RetryPolicy,
     TransientError,
     call_with_retries,
     is_retryable,
     parse_retry_after,
+)
+from pairbatch.wire import (
+    Redactor,
+    Response,
+    connection_cause,
+    error_text,
+    loads_or_none,
+    lower_keys,
+    safe_url,
+    without_secrets,
 )
 
 log = logging.getLogger("pairbatch.transport")
@@ -47,9 +66,7 @@ DEFAULT_RATE = 5.0
 # A burst of 1 by default: a run's first wave of polls should not arrive at once,
 # which is what trips the servers' own buckets.
 DEFAULT_BURST = 1.0
-CHUNK_BYTES = 1 << 20
 MAX_REDIRECTS = 5
-_ERROR_TEXT_LIMIT = 300
 
 # A create rejected with these was refused before any work, so sending it again cannot
 # make a second batch.
@@ -83,154 +100,9 @@ _HOPELESS: tuple[type[BaseException], ...] = (
 )
 _CAUGHT: tuple[type[BaseException], ...] = (*_MAYBE_SENT, *_HOPELESS, aiohttp.ClientError)
 
-_SECRET_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "x-api-key", "x-goog-api-key", "api-key"}
-)
-_SECRET_PARAMS = frozenset({"key", "api_key", "apikey", "access_token", "token"})
-
 # ``data`` may be a zero-argument factory: aiohttp's FormData is single-use (it empties
 # itself when sent), so a retryable upload must be rebuilt for each attempt.
 Payload = bytes | aiohttp.FormData | Callable[[], Any] | None
-
-
-@attrs.frozen
-class Response:
-    """A whole HTTP answer: status, lower-cased headers and the body bytes."""
-
-    status: int
-    headers: dict[str, str] = attrs.field(repr=False)
-    body: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
-
-    def json(self) -> Any:
-        return orjson.loads(self.body) if self.body else None
-
-
-# ---------------------------------------------------------------- secrets
-
-
-def safe_url(url: str | URL) -> str:
-    """The URL without credentials, query string or fragment: fit for a log line."""
-    parts = urlsplit(str(url))
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-class Redactor:
-    """Replaces every secret of one call (header keys, ``?key=`` values) with ``***``."""
-
-    def __init__(
-        self,
-        headers: Mapping[str, str],
-        url: str | URL = "",
-        params: Mapping[str, str] | None = None,
-    ) -> None:
-        found: set[str] = set()
-        for name, value in headers.items():
-            if name.lower() in _SECRET_HEADERS and value:
-                found.add(value)
-                scheme, _, token = value.partition(" ")
-                if token and scheme.lower() in ("bearer", "basic", "token"):
-                    found.add(token.strip())
-        query = list(parse_qsl(urlsplit(str(url)).query)) + list((params or {}).items())
-        found.update(v for k, v in query if k.lower() in _SECRET_PARAMS and v)
-        # Longest first, so a token inside "Bearer <token>" never leaves "Bearer ***"'s
-        # tail behind; very short values would mangle ordinary text and are no secret.
-        self._secrets = sorted((s for s in found if len(s) >= 6), key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "***")
-        return text
-
-    def __repr__(self) -> str:
-        return f"Redactor({len(self._secrets)} secrets)"
-
-
-def _without_secrets(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in headers.items() if k.lower() not in _SECRET_HEADERS}
-
-
-# ---------------------------------------------------------------- error bodies
-
-
-def error_text(body: bytes, parsed: object) -> tuple[str, str | None]:
-    """The provider's own error message and type from any of the three error shapes.
-
-    OpenAI ``{"error": {"message", "type", "code"}}``, Anthropic ``{"type": "error",
-    "error": {"type", "message"}}``, Gemini ``{"error": {"code", "message", "status"}}``;
-    otherwise a short, truncated text of the body.
-    """
-    if isinstance(parsed, dict):
-        error = parsed.get("error")
-        if isinstance(error, dict):
-            message = error.get("message")
-            kind = error.get("type") or error.get("status") or error.get("code")
-            if message:
-                return _shorten(str(message), 2000), None if kind is None else str(kind)
-        elif isinstance(error, str) and error:
-            return _shorten(error, 2000), None
-    text = body[:_ERROR_TEXT_LIMIT].decode("utf-8", errors="replace").strip()
-    if len(body) > _ERROR_TEXT_LIMIT:
-        text += "…"
-    return (" ".join(text.split()) or "(empty body)"), None
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _loads(body: bytes) -> object:
-    try:
-        return orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        return None
-
-
-def _lower(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k.lower(): v for k, v in headers.items()}
-
-
-def connection_cause(exc: BaseException) -> str:
-    """What went wrong on the wire, in words a person can act on."""
-    certificate = getattr(aiohttp, "ClientConnectorCertificateError", ())
-    ssl_error = getattr(aiohttp, "ClientConnectorSSLError", ())
-    dns_error = getattr(aiohttp, "ClientConnectorDNSError", ())
-    if certificate and isinstance(exc, certificate):
-        return "TLS certificate not trusted"
-    if ssl_error and isinstance(exc, ssl_error):
-        return "TLS handshake failed"
-    if dns_error and isinstance(exc, dns_error):
-        return "DNS lookup failed"
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        return "timed out"
-    os_error = getattr(exc, "os_error", None)
-    errno_value = getattr(os_error, "errno", None)
-    if isinstance(os_error, socket.gaierror):
-        return "DNS lookup failed"
-    if errno_value in (errno.ECONNREFUSED,):
-        return "connection refused"
-    if errno_value in (errno.ENETUNREACH, errno.EHOSTUNREACH):
-        return "network unreachable"
-    if errno_value in (errno.ECONNRESET, errno.EPIPE):
-        return "connection reset"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "server closed the connection"
-    if isinstance(exc, aiohttp.ClientConnectorError) and os_error is not None:
-        return f"cannot connect: {getattr(os_error, 'strerror', None) or os_error}"
-    return type(exc).__name__
-
-
-class _ShortBody(TransientError, DownloadError):
-    """A download that ended before its declared length (retried, resumed if possible)."""
-
-
-@attrs.define
-class _Resume:
-    """What one download call keeps between its attempts to resume with ``Range``."""
-
-    validator: str | None = None  # a strong ETag or Last-Modified, sent as If-Range
-    resumable: bool = True
 
 
 # ---------------------------------------------------------------- transport
@@ -378,7 +250,7 @@ class Transport:
         for _ in range(MAX_REDIRECTS + 1):
             send_headers = dict(headers)
             if current.origin() != trusted:
-                send_headers = _without_secrets(send_headers)
+                send_headers = without_secrets(send_headers)
                 if len(send_headers) != len(headers):
                     log.warning(
                         "not sending the API key to %s: it is not the provider's origin %s",
@@ -433,7 +305,7 @@ class Transport:
         granted_at: float,
         idempotent: bool,
     ) -> ProviderError:
-        parsed = _loads(response.body)
+        parsed = loads_or_none(response.body)
         message, kind = error_text(response.body, parsed)
         message = redact(message)
         status = response.status
@@ -519,7 +391,7 @@ class Transport:
                         session, method, url, send_headers, origin, data=payload, params=params
                     ) as resp:
                         body = await resp.read()
-                        response = Response(resp.status, _lower(resp.headers), body)
+                        response = Response(resp.status, lower_keys(resp.headers), body)
                     self._count(provider, "responses")
                 except _CAUGHT as exc:
                     raise self._transport_failure(
@@ -569,7 +441,9 @@ class Transport:
                     async with await self._send(session, "GET", url, headers, origin) as resp:
                         self._count(provider, "responses")
                         if resp.status >= 400:
-                            answer = Response(resp.status, _lower(resp.headers), await resp.read())
+                            answer = Response(
+                                resp.status, lower_keys(resp.headers), await resp.read()
+                            )
                         else:
                             line = bytearray()
                             async for chunk in resp.content.iter_any():
@@ -616,16 +490,16 @@ class Transport:
         part = temp_name(target).with_suffix(".part")
         redact = Redactor(headers, url, params)
         where = f"GET {safe_url(url)}"
-        state = _Resume()
+        state = ResumeState()
         tries = 0
-        await asyncio.to_thread(_prepare, part)
+        await asyncio.to_thread(prepare_part, part)
 
         async def attempt() -> int:
             nonlocal tries
             tries += 1
             # Measured before the bucket grant: between a grant and its send there must be
             # no wait (a thread hop could be long), or sends bunch up past the server's limit.
-            have = await asyncio.to_thread(_size, part) if tries > 1 and state.resumable else 0
+            have = await asyncio.to_thread(part_size, part) if tries > 1 and state.resumable else 0
             async with self._gate(provider):
                 granted_at = await self._admit(provider, tries == 1)
                 return await self._stream_once(
@@ -645,10 +519,10 @@ class Transport:
 
         try:
             size = await call_with_retries(attempt, policy, provider=provider, what=where)
-            await asyncio.to_thread(_commit, part, target)
+            await asyncio.to_thread(commit_part, part, target)
         except BaseException:
             with contextlib.suppress(OSError):
-                await asyncio.shield(asyncio.to_thread(_discard, part))
+                await asyncio.shield(asyncio.to_thread(discard_part, part))
             raise
         self._count(provider, "bytes_downloaded", size)
         return size
@@ -665,7 +539,7 @@ class Transport:
         policy: RetryPolicy,
         where: str,
         redact: Redactor,
-        state: _Resume,
+        state: ResumeState,
         granted_at: float,
     ) -> int:
         send = {k: v for k, v in headers.items() if k.lower() not in ("range", "if-range")}
@@ -685,9 +559,9 @@ class Transport:
                     body = await resp.read()
                     if resp.status == 416 and have:
                         # Our partial file no longer fits the resource: start over.
-                        await asyncio.to_thread(_discard, part)
+                        await asyncio.to_thread(discard_part, part)
                         raise TransientError(provider, 416, f"{where}: range not satisfiable")
-                    answer = Response(resp.status, _lower(resp.headers), body)
+                    answer = Response(resp.status, lower_keys(resp.headers), body)
                     raise self._http_failure(
                         provider, answer, policy, redact, granted_at=granted_at, idempotent=True
                     )
@@ -698,13 +572,13 @@ class Transport:
                 state.resumable = not encoded
                 offset = 0
                 if resp.status == 206 and have:
-                    if _range_start(resp.headers.get("Content-Range")) != have:
-                        await asyncio.to_thread(_discard, part)
+                    if range_start(resp.headers.get("Content-Range")) != have:
+                        await asyncio.to_thread(discard_part, part)
                         raise TransientError(provider, 206, f"{where}: unexpected Content-Range")
                     offset = have
                 length = None if encoded else resp.content_length
                 expected = None if length is None else offset + length
-                writer = _ChunkWriter(part, append=offset > 0)
+                writer = ChunkWriter(part, append=offset > 0)
                 written = offset
                 try:
                     async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
@@ -719,119 +593,11 @@ class Transport:
                 provider, exc, where, idempotent=True, stage=f" after {written} bytes"
             )
             if isinstance(failure, TransientError):
-                raise _ShortBody(provider, None, failure.message) from None
+                raise ShortBody(provider, None, failure.message) from None
             raise failure from None
         if expected is not None and written != expected:
-            raise _ShortBody(
-                provider, None, f"{where}: body ended at {written} of {expected} bytes"
-            )
+            raise ShortBody(provider, None, f"{where}: body ended at {written} of {expected} bytes")
         return written
-
-
-def _range_start(content_range: str | None) -> int | None:
-    """``bytes 100-199/200`` -> 100."""
-    if not content_range:
-        return None
-    unit, _, spec = content_range.strip().partition(" ")
-    first = spec.partition("-")[0]
-    if unit.lower() != "bytes" or not first.isdigit():
-        return None
-    return int(first)
-
-
-class _ChunkWriter:
-    """Writes chunks in a worker thread, one write in flight while the next chunk is read.
-
-    Network chunks (often 16-64 KiB) are gathered into ~1 MiB batches, handed over as a
-    list (no copying), so the thread hop is paid per MiB, not per packet. At most two
-    batches exist at a time: memory stays flat however large the body. The file is opened
-    by the first write, so a small body costs one hop in all (open, write, fsync, close).
-    """
-
-    def __init__(self, path: Path, *, append: bool) -> None:
-        self._path = path
-        self._append = append
-        self._handle: IO[bytes] | None = None
-        self._batch: list[bytes] = []
-        self._batched = 0
-        self._pending: asyncio.Future[None] | None = None
-
-    async def write(self, chunk: bytes) -> None:
-        self._batch.append(chunk)
-        self._batched += len(chunk)
-        if self._batched >= CHUNK_BYTES:
-            await self._wait()
-            batch, self._batch, self._batched = self._batch, [], 0
-            self._pending = asyncio.ensure_future(asyncio.to_thread(self._write, batch))
-
-    async def _wait(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            await pending
-
-    def _write(self, batch: list[bytes]) -> None:
-        if self._handle is None:
-            self._handle = _open(self._path, self._append)
-        self._handle.writelines(batch)
-
-    def _finish(self, batch: list[bytes]) -> None:
-        try:
-            self._write(batch)
-        finally:
-            if self._handle is not None:
-                _close(self._handle)
-
-    async def close(self) -> None:
-        """Write what is left, fsync and close, even when the body failed midway: the
-        bytes on disk are what a resumed attempt continues from."""
-        batch: list[bytes] = []
-        try:
-            await self._wait()
-            batch = self._batch  # only after the earlier writes all succeeded
-        finally:
-            self._batch, self._batched = [], 0
-            await asyncio.shield(asyncio.to_thread(self._finish, batch))
-
-
-def _prepare(part: Path) -> None:
-    part.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        part.unlink()
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _open(path: Path, append: bool) -> IO[bytes]:
-    return path.open("ab" if append else "wb")
-
-
-def _close(handle: IO[bytes]) -> None:
-    try:
-        handle.flush()
-        os.fsync(handle.fileno())
-    finally:
-        handle.close()
-
-
-def _commit(part: Path, target: Path) -> None:
-    part.replace(target)
-    # The rename itself must survive a crash too: sync the directory entry.
-    with contextlib.suppress(OSError):
-        fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _discard(part: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        part.unlink()
 
 
 __all__ = [
