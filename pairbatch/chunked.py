@@ -323,22 +323,26 @@ def _candidates(
     seg = plan.segment
     start = parts.lines
     parts.lines += raw.height
-    raw = raw.with_columns(pl.int_range(start, start + raw.height, dtype=pl.UInt32).alias("_line"))
-    flagged = raw.with_columns(index.lookup(raw.get_column("custom_id")))
-    known = flagged.filter(pl.col("_pair").is_not_null())
-    if known.height < flagged.height:
-        stray = flagged.filter(pl.col("_pair").is_null()).get_column("custom_id")
+    pair = index.lookup(raw.get_column("custom_id"))
+    lines = pl.int_range(start, start + raw.height, dtype=pl.UInt32, eager=True).alias("_line")
+    known = raw.with_columns(lines, pair)
+    if pair.null_count():
+        stray = known.filter(pl.col("_pair").is_null()).get_column("custom_id")
         parts.stray += stray.len()
         parts.stray_sample.extend(stray.head(3).to_list())
+        known = known.filter(pl.col("_pair").is_not_null())
     at = pl.lit(seg.received_at, dtype=_TS)
     # A gather by row number: joining on the key rebuilt a hash table of every pair
     # for each chunk (half the chunk's cost at 128,000 pairs).
     matched = pair_side[known.get_column("_pair")].drop("_pair")
+    # One plan for the added columns: each eager call is a fixed cost per chunk.
     return (
         pl.concat([matched, known], how="horizontal")
+        .lazy()
         .with_columns(plan.exprs)
         .with_columns(_WINNER_POS)
         .with_columns(at.alias("received_at"), *_phase_iter(plan.pair_columns))
+        .collect()
     )
 
 

@@ -37,16 +37,17 @@ class KeyIndex:
         size = self.keys.len()
         if not size:
             return pl.Series("_pair", [None] * wanted.len(), dtype=pl.UInt32)
+        # One plan, not eight eager calls: a chunk's lookup is a fixed cost per call.
+        wanted_col = pl.col("custom_id")
         if self.prefix is not None:
-            number = wanted.str.strip_prefix(self.prefix).cast(pl.Int64, strict=False)
+            number = wanted_col.str.strip_prefix(self.prefix).cast(pl.Int64, strict=False)
             at = (number - self.first).clip(0, size - 1).fill_null(0).cast(pl.UInt32)
         else:
-            found_at = self.keys.search_sorted(wanted, side="left")
-            assert isinstance(found_at, pl.Series)
-            at = found_at.clip(0, size - 1)
-        found = (self.keys.gather(at) == wanted).fill_null(False)
-        rows = at if self.rows is None else self.rows.gather(at)
-        return pl.select(pl.when(found).then(rows).cast(pl.UInt32).alias("_pair")).to_series()
+            at = pl.lit(self.keys).search_sorted(wanted_col, side="left").clip(0, size - 1)
+        found = (pl.lit(self.keys).gather(at) == wanted_col).fill_null(False)
+        rows = at if self.rows is None else pl.lit(self.rows).gather(at)
+        frame = pl.DataFrame([wanted.alias("custom_id")])
+        return frame.select(pl.when(found).then(rows).cast(pl.UInt32).alias("_pair")).to_series()
 
 
 def _numbering(keys: pl.Series) -> tuple[str, int] | None:
