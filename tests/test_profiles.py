@@ -114,9 +114,12 @@ def test_gpt5_pro_only_high_on_responses() -> None:
 
 
 def test_openai_unknown_model_is_conservative_and_warned(caplog: pytest.LogCaptureFixture) -> None:
+    backend = get_backend("openai")
     with caplog.at_level(logging.WARNING, logger="pairbatch.providers.profiles"):
-        body = line("openai", "gpt-7-turbo-test")["body"]
-        line("openai", "gpt-7-turbo-test")
+        prepared = backend.prepare_options("gpt-7-turbo-test", {})
+        # Every line of the submit reuses the prepared options: no warning per line.
+        body = backend.request_line("pb-1-0", PROMPT, "gpt-7-turbo-test", prepared)["body"]
+        backend.request_line("pb-1-1", PROMPT, "gpt-7-turbo-test", prepared)
     assert set(body) == {"model", "messages"}
     warnings = [r for r in caplog.records if "gpt-7-turbo-test" in r.getMessage()]
     assert len(warnings) == 1 and "conservative" in warnings[0].getMessage()

@@ -46,10 +46,6 @@ def family(pattern: str, profile: T, source: str = "") -> Family[T]:
     return Family(re.compile(pattern, re.IGNORECASE), profile, source)
 
 
-# Unknown models are warned about once per (provider, model) in a process, not per line.
-_WARNED: set[tuple[str, str]] = set()
-
-
 def bare_model(model: str) -> str:
     """The model id without an API resource prefix (``models/gemini-2.5-flash``) and
     surrounding blanks; what the profile tables match against."""
@@ -63,16 +59,16 @@ def match_profile(provider: str, model: str, table: Sequence[Family[Q]], conserv
     for row in table:
         if row.pattern.match(bare):
             return row.profile
-    if (provider, bare) not in _WARNED:
-        _WARNED.add((provider, bare))
-        log.warning(
-            "%s model %r matches no known family; using the conservative profile %r "
-            "(only options every %s model accepts). Pass profile=<family name> to choose one.",
-            provider,
-            bare,
-            conservative.name,
-            provider,
-        )
+    # Said once per resolution, i.e. once per submit (the options are prepared once and
+    # every line reuses them); no process-wide memory of what was said.
+    log.warning(
+        "%s model %r matches no known family; using the conservative profile %r "
+        "(only options every %s model accepts). Pass profile=<family name> to choose one.",
+        provider,
+        bare,
+        conservative.name,
+        provider,
+    )
     return conservative
 
 
