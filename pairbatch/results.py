@@ -146,8 +146,11 @@ def find_winner(content: str | None, prefix: str, suffix: str) -> str | None:
     """
     if content is None:
         return None
-    one = content.rfind(f"{prefix}SAMPLE_1{suffix}")
-    two = content.rfind(f"{prefix}SAMPLE_2{suffix}")
+    return _last_tag(content, f"{prefix}SAMPLE_1{suffix}", f"{prefix}SAMPLE_2{suffix}")
+
+
+def _last_tag(content: str, one_tag: str, two_tag: str) -> str | None:
+    one, two = content.rfind(one_tag), content.rfind(two_tag)
     if one < 0 and two < 0:
         return None
     return "SAMPLE_1" if one > two else "SAMPLE_2"
@@ -163,18 +166,11 @@ def tags_overlap(prefix: str, suffix: str) -> bool:
 
 
 def _winners(contents: Sequence[Any], prefix: str, suffix: str) -> list[str | None]:
-    """:func:`find_winner` of each answer, inlined (a third of the regex's cost on 1 KB
-    answers); empty answers have none, as the nulls they become."""
+    """:func:`find_winner` of each answer, the tags built once (a third of the regex's
+    cost on 1 KB answers); empty answers have none, as the nulls they become."""
     one_tag, two_tag = f"{prefix}SAMPLE_1{suffix}", f"{prefix}SAMPLE_2{suffix}"
-    out: list[str | None] = []
-    append = out.append
-    for content in contents:
-        if type(content) is not str or not content:  # (a non-text the frame nulls too)
-            append(None)
-            continue
-        one, two = content.rfind(one_tag), content.rfind(two_tag)
-        append(None if one < 0 and two < 0 else "SAMPLE_1" if one > two else "SAMPLE_2")
-    return out
+    # (A non-text, which the frame nulls too, has none either.)
+    return [_last_tag(c, one_tag, two_tag) if type(c) is str and c else None for c in contents]
 
 
 def _regex_literal(text: str) -> str:

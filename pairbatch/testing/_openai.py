@@ -226,7 +226,7 @@ class OpenAIRoutes:
             errors=errors,
         )
         if not errors and batch.fate.value == "failed":
-            batch.errors.append(_FAULT_FAILED)
+            batch.errors.append(dict(_FAULT_FAILED))  # each batch its own record
         return json_response(self.batch_json(batch))
 
     def _queued_tokens(self) -> int:
