@@ -96,12 +96,14 @@ class ChunkWriter:
 
 
 def prepare_part(part: Path) -> None:
+    """Make the part's folder and remove a stale part left by an earlier process."""
     part.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         part.unlink()
 
 
 def part_size(path: Path) -> int:
+    """Bytes already on disk (0 if none): where a resumed attempt's ``Range`` starts."""
     try:
         return path.stat().st_size
     except FileNotFoundError:
@@ -121,6 +123,7 @@ def _close(handle: IO[bytes]) -> None:
 
 
 def commit_part(part: Path, target: Path) -> None:
+    """Rename a whole part into place, durably."""
     part.replace(target)
     # The rename itself must survive a crash too: sync the directory entry.
     with contextlib.suppress(OSError):
@@ -132,5 +135,6 @@ def commit_part(part: Path, target: Path) -> None:
 
 
 def discard_part(part: Path) -> None:
+    """Remove a part that can no longer be resumed."""
     with contextlib.suppress(FileNotFoundError):
         part.unlink()

@@ -78,6 +78,7 @@ class Redactor:
 
 
 def without_secrets(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers minus every one that carries a credential."""
     return {k: v for k, v in headers.items() if k.lower() not in _SECRET_HEADERS}
 
 
@@ -111,6 +112,7 @@ def _shorten(text: str, limit: int) -> str:
 
 
 def loads_or_none(body: bytes) -> object:
+    """The body as JSON, or ``None`` when it is empty or not JSON."""
     try:
         return orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
@@ -118,6 +120,7 @@ def loads_or_none(body: bytes) -> object:
 
 
 def lower_keys(headers: Mapping[str, str]) -> dict[str, str]:
+    """Headers with lower-cased names, as every reader here looks them up."""
     return {k.lower(): v for k, v in headers.items()}
 
 
