@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -150,8 +151,12 @@ async def run_adaptive(
     Killed at any instant and called again with the same arguments, it continues where
     it stopped; a round folder that holds a run is resumed, never submitted again.
     ``strategy="random"`` runs the random baseline (a fresh balanced design each round).
+    ``steer_prior_sd``: the SD of the Gaussian prior of the regularised fit that steers
+    the pair choice and is returned as ``scores`` (``mle_scores``: the unpenalised fit).
     """
     require_extra()
+    if not (math.isfinite(steer_prior_sd) and steer_prior_sd > 0):
+        raise InputError(f"steer_prior_sd must be a positive number, got {steer_prior_sd!r}")
     frame = await asyncio.to_thread(read_samples, samples)
     design = Design(
         seed=seed,

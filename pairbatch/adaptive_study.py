@@ -61,16 +61,25 @@ class StopRule:
 
 @attrs.frozen
 class AdaptiveResult:
-    """A study's outcome. ``scores``: the final Bradley–Terry fit (``id, theta, se, rank,
-    n, wins``); ``rounds``: one row per round (``comparisons`` submitted, ``judged``,
-    ``total_comparisons``, ``reliability``, ``stability`` = Spearman with the previous
-    round's thetas, ``position_effect``); ``round_scores``: every round's fit with a
-    ``round`` column; ``results``: every verdict with its ``round``; ``stopped_because``:
-    ``"target"``, ``"max_rounds"``, ``"max_comparisons"`` or ``"exhausted"`` (no pair
-    left under the caps). Reliability is the fit's scale-separation figure, which
-    adaptive designs inflate: judge a design by agreement with a known truth."""
+    """A study's outcome. ``scores``: the final regularised Bradley–Terry fit (``id,
+    theta, se, rank, n, wins``; posterior mode and SEs under a N(0, ``steer_prior_sd``^2)
+    prior, the fit that also steers pair choice); ``mle_scores``: the unpenalised fit of
+    the same verdicts; ``rounds``: one row per round (``comparisons`` submitted,
+    ``judged``, ``total_comparisons``, ``reliability``, ``stability`` = Spearman with
+    the previous round's thetas, ``position_effect``); ``round_scores``: every round's
+    regularised fit with a ``round`` column; ``results``: every verdict with its
+    ``round``; ``stopped_because``: ``"target"``, ``"max_rounds"``, ``"max_comparisons"``
+    or ``"exhausted"`` (no pair left under the caps).
+
+    Why regularised: an adaptive design compares close pairs, where the MLE spreads
+    texts that win nearly every time far out and agrees less with the truth (in the
+    benchmark the regularised fit reaches the same Spearman with the planted qualities
+    about 2 % of comparisons sooner, for both designs, over 40 seeds). ``reliability`` is
+    the unpenalised fit's scale-separation figure, as CJ tools report it; adaptive
+    designs inflate it: judge a design by agreement with a known truth."""
 
     scores: pl.DataFrame
+    mle_scores: pl.DataFrame
     rounds: pl.DataFrame
     round_scores: pl.DataFrame
     results: pl.DataFrame
@@ -85,8 +94,8 @@ class AdaptiveResult:
 @attrs.define
 class Study:
     """Rounds so far and what they imply. ``steer_prior_sd``: the Gaussian prior of the
-    fit that steers pair choice (kept separate from the reported fit, whose MLE an
-    adaptive design can push to extreme values for texts that win nearly every time)."""
+    regularised fits (``fits``) that steer pair choice and are reported as the scores;
+    ``mle_fits`` are the unpenalised fits, whose reliability the stopping rule uses."""
 
     samples: pl.DataFrame
     design: Design
@@ -95,12 +104,17 @@ class Study:
     history: pl.DataFrame = attrs.field(factory=lambda: pl.DataFrame(schema=HISTORY_SCHEMA))
     rows: list[dict[str, float | int]] = attrs.field(factory=list)
     fits: list[BTFit] = attrs.field(factory=list)
-    steer: BTFit | None = None
+    mle_fits: list[BTFit] = attrs.field(factory=list)
     submitted: int = 0
 
     def __attrs_post_init__(self) -> None:
         if self.samples.height < 3:
             raise InputError("an adaptive study needs at least three samples")
+
+    @property
+    def steer(self) -> BTFit | None:
+        """The latest regularised fit: what chooses the next round's pairs."""
+        return self.fits[-1] if self.fits else None
 
     @property
     def next_round(self) -> int:
@@ -115,22 +129,23 @@ class Study:
         judged = judged.select(pl.lit(index, pl.Int64).alias("round"), pl.all())
         self.history = pl.concat([self.history, judged])
         self.submitted += submitted
-        fit = fit_scores(self.history.drop("round"))
-        self.steer = fit_scores(self.history.drop("round"), self.steer_prior_sd)
+        mle = fit_scores(self.history.drop("round"))
+        fit = fit_scores(self.history.drop("round"), self.steer_prior_sd)
         stability = float("nan")
         if self.fits:
             both = self.fits[-1].scores.join(fit.scores, on="id", suffix="_now")
             stability = spearman(both["theta"].to_numpy(), both["theta_now"].to_numpy())
         self.fits.append(fit)
+        self.mle_fits.append(mle)
         row: dict[str, float | int] = {
             "round": index,
             "comparisons": submitted,
             "judged": judged.height,
             "total_comparisons": self.submitted,
-            "reliability": fit.reliability,
+            "reliability": mle.reliability,
             "stability": stability,
             "position_effect": (
-                float("nan") if fit.position_effect is None else fit.position_effect.estimate
+                float("nan") if mle.position_effect is None else mle.position_effect.estimate
             ),
         }
         self.rows.append(row)
@@ -139,7 +154,7 @@ class Study:
             index,
             judged.height,
             self.submitted,
-            fit.reliability,
+            mle.reliability,
             stability,
         )
         return row
@@ -186,6 +201,7 @@ class Study:
         )
         return AdaptiveResult(
             scores=self.fits[-1].scores,
+            mle_scores=self.mle_fits[-1].scores,
             rounds=pl.DataFrame(self.rows, schema=ROUND_SCHEMA, orient="row"),
             round_scores=round_scores,
             results=self.history,

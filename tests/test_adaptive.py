@@ -29,7 +29,7 @@ from pairbatch.adaptive import (
     run_adaptive,
     simulate_adaptive,
 )
-from pairbatch.adaptive_select import plan_round
+from pairbatch.adaptive_select import fit_scores, plan_round
 from pairbatch.adaptive_study import Study
 from pairbatch.errors import InputError
 from pairbatch.lock import RunLock, RunLockedError
@@ -161,6 +161,22 @@ def test_stops_at_target_with_the_reason_and_round_table() -> None:
     assert result.round_scores["round"].n_unique() == result.rounds.height
 
 
+def test_scores_are_the_regularised_fit_and_reliability_the_unpenalised_one() -> None:
+    samples, judge = world(12, spread=3.0)
+    stop = StopRule(target_reliability=2.0, stability=2.0, max_rounds=3)
+    result = simulate_adaptive(
+        samples, judge.judge_pairs, design=Design(pairs_per_round=12), stop=stop
+    )
+    verdicts = result.results.drop("round")
+    shrunk = fit_scores(verdicts, prior_sd=1.5)
+    plain = fit_scores(verdicts)
+    assert_frame_equal(result.scores, shrunk.scores, rel_tol=1e-9)
+    assert_frame_equal(result.mle_scores, plain.scores, rel_tol=1e-9)
+    assert result.rounds["reliability"][-1] == pytest.approx(plain.reliability)
+    # The prior pulls the scores in: the regularised spread is the smaller one.
+    assert result.scores["theta"].std() < result.mle_scores["theta"].std()
+
+
 def test_budget_cuts_the_last_round_and_round_zero_is_never_cut() -> None:
     samples, judge = world(12)
     stop = StopRule(target_reliability=1.0, stability=1.0, max_rounds=20, max_comparisons=25)
@@ -238,6 +254,19 @@ async def test_a_study_through_batches_equals_its_simulation_and_reruns_free(
     assert settings["seed"] == 7 and settings["max_rounds"] == 5 and "api_key" not in settings
     png = plot_rounds(result, tmp_path / "rounds.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("prior", [0.0, -1.0, float("nan")])
+async def test_a_bad_steering_prior_is_refused_before_anything_is_written(
+    tmp_path: Path, prior: float
+) -> None:
+    samples, judge = world()
+    out = tmp_path / "study"
+    async with ProviderEmulator(latency=0.05, judge=judge) as emu:
+        with pytest.raises(InputError, match="steer_prior_sd"):
+            await study(emu, samples, out, steer_prior_sd=prior)
+        assert emu.stats.batches_created["openai"] == 0
+    assert not out.exists()
 
 
 async def test_a_second_writer_of_a_study_is_refused(tmp_path: Path) -> None:
