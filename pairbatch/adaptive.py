@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -155,8 +154,6 @@ async def run_adaptive(
     the pair choice and is returned as ``scores`` (``mle_scores``: the unpenalised fit).
     """
     require_extra()
-    if not (math.isfinite(steer_prior_sd) and steer_prior_sd > 0):
-        raise InputError(f"steer_prior_sd must be a positive number, got {steer_prior_sd!r}")
     frame = await asyncio.to_thread(read_samples, samples)
     design = Design(
         seed=seed,
@@ -171,6 +168,9 @@ async def run_adaptive(
         max_rounds=max_rounds,
         max_comparisons=max_comparisons,
     )
+    # Built before anything is written: it refuses bad input (too few samples, a bad
+    # prior) while the study folder is still untouched.
+    study = Study(frame, design, stop, steer_prior_sd=steer_prior_sd)
     study_dir = Path(output_dir)
     settings = {
         "version": SETTINGS_VERSION,
@@ -195,7 +195,6 @@ async def run_adaptive(
     await asyncio.to_thread(lock.acquire)
     try:
         await asyncio.to_thread(_check_settings, study_dir, settings)
-        study = Study(frame, design, stop, steer_prior_sd=steer_prior_sd)
         submit_options.setdefault("n_segments", None if "batch_size" in submit_options else 1)
         resume_keys: dict[str, Any] = {
             "api_keys": {str(backend): api_key} if api_key else None,

@@ -110,6 +110,9 @@ class Study:
     def __attrs_post_init__(self) -> None:
         if self.samples.height < 3:
             raise InputError("an adaptive study needs at least three samples")
+        prior = self.steer_prior_sd
+        if not (math.isfinite(prior) and prior > 0):
+            raise InputError(f"steer_prior_sd must be a positive number, got {prior!r}")
 
     @property
     def steer(self) -> BTFit | None:

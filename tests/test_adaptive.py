@@ -269,6 +269,16 @@ async def test_a_bad_steering_prior_is_refused_before_anything_is_written(
     assert not out.exists()
 
 
+async def test_too_few_samples_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    samples, judge = world()
+    out = tmp_path / "study"
+    async with ProviderEmulator(latency=0.05, judge=judge) as emu:
+        with pytest.raises(InputError, match="at least three samples"):
+            await study(emu, samples.head(2), out)
+        assert emu.stats.batches_created["openai"] == 0
+    assert not out.exists()
+
+
 async def test_a_second_writer_of_a_study_is_refused(tmp_path: Path) -> None:
     samples, judge = world()
     out = tmp_path / "study"
