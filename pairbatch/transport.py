@@ -12,13 +12,11 @@ logged without their query strings (Gemini accepts ``?key=``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -27,34 +25,20 @@ import attrs
 import orjson
 from yarl import URL
 
-from pairbatch._fs import temp_name
+from pairbatch.download import download
 from pairbatch.errors import DownloadError, ProviderError
+from pairbatch.failures import CAUGHT, http_failure, transport_failure
 from pairbatch.limiter import TokenBucket
 from pairbatch.models import Provider
-from pairbatch.partfile import (
-    CHUNK_BYTES,
-    ChunkWriter,
-    ResumeState,
-    ShortBody,
-    commit_part,
-    discard_part,
-    part_size,
-    prepare_part,
-    range_start,
-)
 from pairbatch.retry import (
     RetryPolicy,
     TransientError,
     call_with_retries,
-    is_retryable,
-    parse_retry_after,
 )
 from pairbatch.wire import (
     Redactor,
     Response,
-    connection_cause,
     error_text,
-    loads_or_none,
     lower_keys,
     safe_url,
     without_secrets,
@@ -68,37 +52,8 @@ DEFAULT_RATE = 5.0
 DEFAULT_BURST = 1.0
 MAX_REDIRECTS = 5
 
-# A create rejected with these was refused before any work, so sending it again cannot
-# make a second batch.
-_REJECTED_BEFORE_WORK = frozenset({429, 529})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
-
-def _optional(*names: str) -> tuple[type[BaseException], ...]:
-    """aiohttp exception classes newer than our oldest supported aiohttp, when present."""
-    found = (getattr(aiohttp, name, None) for name in names)
-    return tuple(t for t in found if isinstance(t, type) and issubclass(t, BaseException))
-
-
-# Failures that certainly happened before a byte of the request reached the server.
-_BEFORE_SEND: tuple[type[BaseException], ...] = (
-    aiohttp.ClientConnectorError,
-    *_optional("ConnectionTimeoutError"),
-)
-# Failures after which the server may or may not have acted on the request.
-_MAYBE_SENT: tuple[type[BaseException], ...] = (
-    aiohttp.ClientConnectionError,
-    aiohttp.ClientPayloadError,
-    aiohttp.ClientResponseError,
-    asyncio.TimeoutError,
-)
-# Mistakes no retry fixes.
-_HOPELESS: tuple[type[BaseException], ...] = (
-    aiohttp.InvalidURL,
-    aiohttp.TooManyRedirects,
-    *_optional("NonHttpUrlClientError"),
-)
-_CAUGHT: tuple[type[BaseException], ...] = (*_MAYBE_SENT, *_HOPELESS, aiohttp.ClientError)
 
 # ``data`` may be a zero-argument factory: aiohttp's FormData is single-use (it empties
 # itself when sent), so a retryable upload must be rebuilt for each attempt.
@@ -268,33 +223,6 @@ class Transport:
             kwargs.pop("params", None)  # they are part of the Location already
         raise aiohttp.TooManyRedirects(resp.request_info, resp.history)
 
-    def _transport_failure(
-        self,
-        provider: str,
-        exc: BaseException,
-        where: str,
-        *,
-        idempotent: bool,
-        stage: str = "",
-    ) -> ProviderError:
-        name = connection_cause(exc)
-        if isinstance(exc, _HOPELESS):
-            return ProviderError(provider, None, f"{where}: invalid URL ({name})")
-        if isinstance(exc, _BEFORE_SEND):
-            # Nothing reached the server: safe to send again even for a create.
-            return TransientError(
-                provider, None, f"{where}: could not connect ({name})", error_type="connect"
-            )
-        reason = f"{where}: {name}{stage}"
-        if not idempotent:
-            return ProviderError(
-                provider,
-                None,
-                f"{reason}; the request may have been processed",
-                error_type="ambiguous",
-            )
-        return TransientError(provider, None, reason)
-
     def _http_failure(
         self,
         provider: str,
@@ -305,32 +233,20 @@ class Transport:
         granted_at: float,
         idempotent: bool,
     ) -> ProviderError:
-        parsed = loads_or_none(response.body)
-        message, kind = error_text(response.body, parsed)
-        message = redact(message)
-        status = response.status
-        if status == 429:
+        """The error for an answer >= 400; a 429 also slows the whole provider down."""
+        if response.status == 429:
             self._count(provider, "429s")
-        if not is_retryable(status, response.headers, parsed, exhausted=policy.exhausted):
-            return ProviderError(provider, status, message, error_type=kind)
-        delay = parse_retry_after(response.headers, parsed)
-        if status == 429:
+        failure = http_failure(provider, response, policy, redact, idempotent=idempotent)
+        if response.status == 429 and isinstance(failure, TransientError):
             # One 429 must not become a 429 from every waiting task: pause them all and
             # come back slower. A delay past the cap is the caller's to give up on; the
             # other requests merely wait the cap.
             limiter = self.limiter(provider)
             limiter.penalize(granted_at)
+            delay = failure.server_delay
             pause = delay if delay is not None and delay > 0 else policy.backoff_delay(0)
             limiter.pause(min(pause, policy.max_server_delay))
-        forced = response.headers.get("x-should-retry", "").strip().lower() == "true"
-        if not idempotent and status not in _REJECTED_BEFORE_WORK and not forced:
-            return ProviderError(
-                provider,
-                status,
-                f"{message}; the request may have been processed",
-                error_type="ambiguous",
-            )
-        return TransientError(provider, status, message, error_type=kind, server_delay=delay)
+        return failure
 
     async def _admit(self, provider: str, first: bool) -> float:
         """Wait for the provider's bucket; return the grant time (for ``penalize``)."""
@@ -393,10 +309,8 @@ class Transport:
                         body = await resp.read()
                         response = Response(resp.status, lower_keys(resp.headers), body)
                     self._count(provider, "responses")
-                except _CAUGHT as exc:
-                    raise self._transport_failure(
-                        provider, exc, where, idempotent=idempotent
-                    ) from None
+                except CAUGHT as exc:
+                    raise transport_failure(provider, exc, where, idempotent=idempotent) from None
             log.debug(
                 "%s %s -> %d (%d bytes, %.0f ms)",
                 provider,
@@ -454,8 +368,8 @@ class Transport:
                             # Leaving the block unread closes the connection: cheaper than
                             # draining a 200 MB results file.
                             return bytes(line[:limit]).strip()
-                except _CAUGHT as exc:
-                    raise self._transport_failure(provider, exc, where, idempotent=True) from None
+                except CAUGHT as exc:
+                    raise transport_failure(provider, exc, where, idempotent=True) from None
             raise self._http_failure(
                 provider, answer, policy, redact, granted_at=granted_at, idempotent=True
             )
@@ -475,129 +389,12 @@ class Transport:
         retry: RetryPolicy | None = None,
         origin: str | None = None,
     ) -> int:
-        """Stream ``url`` to ``dest``; return its size in bytes.
-
-        The body goes to a temporary sibling (``.<name>.<pid>.<random>.part``) in chunks
-        of up to 1 MiB written by a worker thread while the next chunk arrives, is checked
-        against Content-Length, fsynced and renamed into place. A short body is retried
-        and resumed with ``Range`` (and ``If-Range``) when the server answers 206, else
-        restarted. On failure or cancellation neither ``dest`` nor the ``.part`` file is
-        left behind.
-        """
-        policy = retry or self.retry
-        target = Path(dest)
-        # Unique per process and call, like every temporary name here (see _fs.temp_name).
-        part = temp_name(target).with_suffix(".part")
-        redact = Redactor(headers, url, params)
-        where = f"GET {safe_url(url)}"
-        state = ResumeState()
-        tries = 0
-        await asyncio.to_thread(prepare_part, part)
-
-        async def attempt() -> int:
-            nonlocal tries
-            tries += 1
-            # Measured before the bucket grant: between a grant and its send there must be
-            # no wait (a thread hop could be long), or sends bunch up past the server's limit.
-            have = await asyncio.to_thread(part_size, part) if tries > 1 and state.resumable else 0
-            async with self._gate(provider):
-                granted_at = await self._admit(provider, tries == 1)
-                return await self._stream_once(
-                    provider,
-                    url,
-                    origin,
-                    part,
-                    have,
-                    headers,
-                    params,
-                    policy,
-                    where,
-                    redact,
-                    state,
-                    granted_at,
-                )
-
-        try:
-            size = await call_with_retries(attempt, policy, provider=provider, what=where)
-            await asyncio.to_thread(commit_part, part, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                await asyncio.shield(asyncio.to_thread(discard_part, part))
-            raise
-        self._count(provider, "bytes_downloaded", size)
-        return size
-
-    async def _stream_once(
-        self,
-        provider: str,
-        url: str,
-        origin: str | None,
-        part: Path,
-        have: int,
-        headers: Mapping[str, str],
-        params: Mapping[str, str] | None,
-        policy: RetryPolicy,
-        where: str,
-        redact: Redactor,
-        state: ResumeState,
-        granted_at: float,
-    ) -> int:
-        send = {k: v for k, v in headers.items() if k.lower() not in ("range", "if-range")}
-        if not any(k.lower() == "accept-encoding" for k in send):
-            # Content-Length and Range must count the bytes we store, not a gzip of them.
-            send["Accept-Encoding"] = "identity"
-        if have:
-            send["Range"] = f"bytes={have}-"
-            if state.validator:
-                send["If-Range"] = state.validator
-        session = self._ensure_session()
-        written = 0
-        try:
-            async with await self._send(session, "GET", url, send, origin, params=params) as resp:
-                self._count(provider, "responses")
-                if resp.status >= 400:
-                    body = await resp.read()
-                    if resp.status == 416 and have:
-                        # Our partial file no longer fits the resource: start over.
-                        await asyncio.to_thread(discard_part, part)
-                        raise TransientError(provider, 416, f"{where}: range not satisfiable")
-                    answer = Response(resp.status, lower_keys(resp.headers), body)
-                    raise self._http_failure(
-                        provider, answer, policy, redact, granted_at=granted_at, idempotent=True
-                    )
-                etag = resp.headers.get("ETag")
-                strong = etag if etag and not etag.startswith("W/") else None
-                state.validator = strong or resp.headers.get("Last-Modified")
-                encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
-                state.resumable = not encoded
-                offset = 0
-                if resp.status == 206 and have:
-                    if range_start(resp.headers.get("Content-Range")) != have:
-                        await asyncio.to_thread(discard_part, part)
-                        raise TransientError(provider, 206, f"{where}: unexpected Content-Range")
-                    offset = have
-                length = None if encoded else resp.content_length
-                expected = None if length is None else offset + length
-                writer = ChunkWriter(part, append=offset > 0)
-                written = offset
-                try:
-                    async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
-                        await writer.write(chunk)
-                        written += len(chunk)
-                finally:
-                    await writer.close()
-        except ProviderError:
-            raise
-        except _CAUGHT as exc:
-            failure = self._transport_failure(
-                provider, exc, where, idempotent=True, stage=f" after {written} bytes"
-            )
-            if isinstance(failure, TransientError):
-                raise ShortBody(provider, None, failure.message) from None
-            raise failure from None
-        if expected is not None and written != expected:
-            raise ShortBody(provider, None, f"{where}: body ended at {written} of {expected} bytes")
-        return written
+        """Stream ``url`` to ``dest``; return its size in bytes (see
+        :func:`pairbatch.download.download`: temporary sibling, checked length, fsync,
+        rename, resumed with ``Range`` after a short body)."""
+        return await download(
+            self, provider, url, dest, headers=headers, params=params, retry=retry, origin=origin
+        )
 
 
 __all__ = [
