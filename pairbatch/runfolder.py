@@ -1,4 +1,5 @@
-"""Claiming a run folder for a new submit: made if needed, locked, never over a live run."""
+"""Run folders: claiming one for a new submit (made if needed, locked, never over a live
+run), and opening one to resume (its jobs, registry writer and settings)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,26 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from pairbatch.errors import InputError, PairbatchError
+import attrs
+
+from pairbatch.errors import InputError, PairbatchError, RegistryError
 from pairbatch.lock import RunLock
 from pairbatch.models import Job, JobStatus
-from pairbatch.registry import JOURNAL_NAME, REGISTRY_NAME, holds_registry, read_registry
-from pairbatch.settings import SETTINGS_NAME
+from pairbatch.registry import (
+    JOURNAL_NAME,
+    REGISTRY_NAME,
+    Registry,
+    holds_registry,
+    read_registry,
+    registry_path,
+)
+from pairbatch.settings import SETTINGS_NAME, read_settings
 
 log = logging.getLogger("pairbatch.submit")
 TAG = "[submit_pairs_multi_batch]"
@@ -118,3 +131,94 @@ def _job_files(job: Job) -> list[str]:
 def _remove_empty(folder: Path) -> None:
     with contextlib.suppress(OSError):
         folder.rmdir()
+
+
+# ---------------------------------------------------------------- opening a run to resume
+
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def resolve_combined_path(output_dir: Path, combined_csv_path: str | None) -> Path:
+    """Reference rules: a bare file name goes under ``output_dir``; a path that is
+    absolute (``/``, ``~/``, ``C:``) or has a folder part is used exactly as given."""
+    if not combined_csv_path:
+        return output_dir / "combined_results.csv"
+    if (
+        combined_csv_path.startswith(("/", "~"))
+        or _WINDOWS_DRIVE.match(combined_csv_path)
+        or str(Path(combined_csv_path).parent) != "."
+    ):
+        return Path(combined_csv_path).expanduser()
+    return output_dir / combined_csv_path
+
+
+def _coerce_job(value: Job | Mapping[str, Any]) -> Job:
+    if isinstance(value, Job):
+        return value
+    if isinstance(value, Mapping):
+        fields = {f.name for f in attrs.fields(Job)}
+        unknown = set(value) - fields - {"pairs", "results", "failed_attempts", "batch_failure"}
+        if unknown:
+            raise InputError(f"job has unknown field(s): {', '.join(sorted(unknown))}")
+        try:
+            return Job(**{k: v for k, v in value.items() if k in fields})
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"invalid job {dict(value)!r}: {exc}") from None
+    raise InputError(f"jobs must be Job objects or mappings, not {type(value).__name__}")
+
+
+def load_jobs(
+    jobs: Sequence[Job | Mapping[str, Any]] | None, output_dir: str | os.PathLike[str] | None
+) -> tuple[list[Job], Path]:
+    """Jobs from the argument (validated) or none, and the run folder."""
+    if jobs is None:
+        if output_dir is None:
+            raise InputError(
+                "Either 'jobs' must be supplied or 'output_dir' must be provided to load a "
+                "registry from disk."
+            )
+        return [], Path(output_dir)
+    loaded = [_coerce_job(j) for j in jobs]
+    if output_dir is None:
+        if not loaded:
+            raise InputError("'jobs' is empty and no 'output_dir' was given")
+        output_dir = Path(loaded[0].batch_output_path).parent
+    seen: set[int] = set()
+    for job in loaded:
+        if job.segment_index in seen:
+            raise InputError(f"jobs: segment_index {job.segment_index} appears twice")
+        seen.add(job.segment_index)
+    return loaded, Path(output_dir)
+
+
+def open_run(given: list[Job], output_dir: Path, *, csv: bool) -> tuple[Registry, dict[str, Any]]:
+    """The run's registry writer and settings (blocking; call it under the run lock).
+
+    The registry on disk is the truth: a given job replaces a recorded one only when the
+    folder has no record of its segment (a registry from elsewhere, or none at all).
+    """
+    if not output_dir.is_dir():
+        raise InputError(f"output_dir {output_dir} is not a folder")
+    settings = read_settings(output_dir)
+    if holds_registry(output_dir):
+        registry = Registry.open(output_dir, csv=csv)
+        recorded = {job.segment_index for job in registry.jobs}
+        extra = [job for job in given if job.segment_index not in recorded]
+        for job in extra:
+            registry.adopt(job)
+        return registry, settings
+    if not given:
+        if settings:
+            raise RegistryError(
+                f"No registry file found at {registry_path(output_dir)}: the submit that made "
+                "this folder stopped before recording its intents, so no batch was sent. "
+                "Run the submit again (into this folder or another)."
+            )
+        raise RegistryError(
+            f"No registry file found at {registry_path(output_dir)}. Please supply 'jobs' or "
+            "ensure that 'output_dir' contains a 'jobs_registry.csv' created by "
+            "submit_pairs_multi_batch()."
+        )
+    registry = Registry(output_dir, given, csv=csv)
+    registry.write_now()
+    return registry, settings

@@ -193,7 +193,7 @@ async def test_reference_argument_behaviours(tmp_path: Path) -> None:
     ],
 )
 def test_combined_csv_path_rules(tmp_path: Path, given: str | None, expected: str) -> None:
-    from pairbatch.resume import resolve_combined_path
+    from pairbatch.runfolder import resolve_combined_path
 
     out = tmp_path / "out"
     if given is not None:
