@@ -9,8 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-import polars as pl
-
 
 def temp_name(path: str | os.PathLike[str]) -> Path:
     """A unique sibling of ``path`` that readers of ``path`` will never mistake for it."""
@@ -66,17 +64,3 @@ def atomic_writer(
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> None:
     with atomic_writer(path, fsync=fsync) as handle:
         handle.write(data)
-
-
-# Up to this many rows a Parquet file is written plain (no compression, no column
-# statistics): for a small segment's file they were 40 % of the write (1.25 -> 0.77 ms
-# for 2 rows of results) and saved nothing; readers cannot tell the difference.
-PLAIN_PARQUET_ROWS = 1000
-
-
-def write_parquet(frame: pl.DataFrame, handle: BinaryIO) -> None:
-    """``frame`` as Parquet into ``handle``, plain when it is small."""
-    if frame.height <= PLAIN_PARQUET_ROWS:
-        frame.write_parquet(handle, compression="uncompressed", statistics=False)
-    else:
-        frame.write_parquet(handle)

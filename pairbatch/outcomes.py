@@ -13,9 +13,10 @@ from typing import IO
 import attrs
 import polars as pl
 
-from pairbatch._fs import atomic_writer, fsync_dir, temp_name, write_parquet
+from pairbatch._fs import atomic_writer, fsync_dir, temp_name
 from pairbatch.integrity import DamagedFileError, verify
 from pairbatch.models import FileCheck, Job, JobStatus, utcnow
+from pairbatch.pairs import write_parquet
 
 log = logging.getLogger("pairbatch.outcomes")
 

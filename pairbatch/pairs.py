@@ -8,11 +8,26 @@ import os
 import re
 import secrets
 from pathlib import Path
+from typing import BinaryIO
 
 import polars as pl
 
-from pairbatch._fs import atomic_writer, write_parquet
+from pairbatch._fs import atomic_writer
 from pairbatch.errors import InputError
+
+# Up to this many rows a Parquet file is written plain (no compression, no column
+# statistics): for a small segment's file they were 40 % of the write (1.25 -> 0.77 ms
+# for 2 rows of results) and saved nothing; readers cannot tell the difference.
+PLAIN_PARQUET_ROWS = 1000
+
+
+def write_parquet(frame: pl.DataFrame, handle: BinaryIO) -> None:
+    """``frame`` as Parquet into ``handle``, plain when it is small."""
+    if frame.height <= PLAIN_PARQUET_ROWS:
+        frame.write_parquet(handle, compression="uncompressed", statistics=False)
+    else:
+        frame.write_parquet(handle)
+
 
 log = logging.getLogger("pairbatch.pairs")
 

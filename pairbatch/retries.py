@@ -36,10 +36,11 @@ from pairbatch.outcomes import load_outcome
 from pairbatch.pairs import split_pairs
 from pairbatch.providers import get_backend
 from pairbatch.registry import Registry
+from pairbatch.segments import Plan, write_segments
 from pairbatch.session import Session, one_provider_session
 from pairbatch.settings import require_settings, write_settings
 from pairbatch.settle import segment_pairs
-from pairbatch.submit import SubmitResult, _create_all, _Plan, _write_segments
+from pairbatch.submit import SubmitResult, create_all
 from pairbatch.transport import Transport
 
 log = logging.getLogger("pairbatch.retries")
@@ -226,7 +227,7 @@ async def _retry(
     first = max(j.segment_index for j in jobs) + 1
     new_indices = list(range(first, first + len(segments)))
     log.info("%s %s: %d pair(s) to retry in segment(s) %s", TAG, folder, todo.height, new_indices)
-    plan = _Plan.check(
+    plan = Plan.check(
         model=settings["model"],
         trait_name=settings["trait_name"],
         trait_description=settings["trait_description"],
@@ -237,7 +238,7 @@ async def _retry(
     await asyncio.to_thread(write_settings, folder, base | {"pending_segments": new_indices})
     _crash.point("retry:pending")
     new = await asyncio.to_thread(
-        _write_segments,
+        write_segments,
         folder,
         segments,
         provider,
@@ -257,6 +258,4 @@ async def _retry(
     )
     client = session.client(provider)
     async with session:
-        return await _create_all(
-            new, client, registry, settings["options"], emit, verbose, provider
-        )
+        return await create_all(new, client, registry, settings["options"], emit, verbose, provider)

@@ -9,7 +9,6 @@ Creates run concurrently under the same limits as polling.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Mapping
@@ -21,33 +20,26 @@ import polars as pl
 
 from pairbatch import _crash
 from pairbatch.budgets import Budget, Prices, plan_budget
-from pairbatch.design import apply_order
 from pairbatch.errors import InputError, PairbatchError, ProviderError, UnresolvedBatchError
 from pairbatch.events import Emitter, Event, EventHandler, EventKind, verbose_logging
-from pairbatch.integrity import describe
-from pairbatch.models import Job, JobStatus, Provider, utcnow
+from pairbatch.models import Job, JobStatus, Provider
 from pairbatch.pairs import (
     PairsSource,
     assign_custom_ids,
-    check_no_self_pairs,
-    load_pairs,
     new_run_tag,
-    split_pairs,
-    with_pair_keys,
-    write_segment_pairs,
 )
 from pairbatch.preflight import preflight_check
-from pairbatch.prompts import DEFAULT_TEMPLATE, validate_template
+from pairbatch.prompts import DEFAULT_TEMPLATE
 from pairbatch.providers import get_backend, get_info
-from pairbatch.providers.base import BatchClient, write_request_file
+from pairbatch.providers.base import BatchClient
 from pairbatch.reconcile import Reconciler
 from pairbatch.registry import (
     COLUMNS,
     Registry,
 )
 from pairbatch.runfolder import abandon_new_run, check_new_run_folder, lock_new_run
+from pairbatch.segments import Plan, load_segments, write_segments
 from pairbatch.session import one_provider_session
-from pairbatch.settings import SETTINGS_NAME, write_settings
 from pairbatch.transport import Transport
 
 log = logging.getLogger("pairbatch.submit")
@@ -163,7 +155,7 @@ async def submit_pairs_multi_batch(
     signature; as there, request files are only ever deleted by resume.
     """
     provider = _provider(backend)
-    plan = _Plan.check(
+    plan = Plan.check(
         model=model,
         trait_name=trait_name,
         trait_description=trait_description,
@@ -185,7 +177,7 @@ async def submit_pairs_multi_batch(
     )
     client = session.client(provider)  # a missing key fails here, before any file
     segments = await asyncio.to_thread(
-        _load_segments, pairs, batch_size, n_segments, order, order_seed, backend_impl
+        load_segments, pairs, batch_size, n_segments, order, order_seed, backend_impl
     )
     await asyncio.to_thread(check_new_run_folder, output_dir, overwrite)
     run_tag = new_run_tag()
@@ -200,7 +192,7 @@ async def submit_pairs_multi_batch(
             try:
                 try:
                     jobs = await asyncio.to_thread(
-                        _write_segments,
+                        write_segments,
                         out_dir,
                         segments,
                         provider,
@@ -221,7 +213,7 @@ async def submit_pairs_multi_batch(
                 await asyncio.to_thread(registry.write_now)  # phase 2: every intent, durably
                 _crash.point("submit:intents")
                 try:
-                    submitted = await _create_all(
+                    submitted = await create_all(
                         [j for j in jobs if j.segment_index not in held],
                         client,
                         registry,
@@ -256,157 +248,6 @@ def _provider(backend: str | Provider) -> Provider:
         raise InputError(f"backend: {exc}") from None
 
 
-@attrs.frozen
-class _Plan:
-    """The run's prompt and trait, checked: what every request file is built from."""
-
-    trait_name: str
-    trait_description: str
-    template: str
-
-    @classmethod
-    def check(
-        cls,
-        *,
-        model: object,
-        trait_name: object,
-        trait_description: object,
-        template: str,
-        retries: tuple[object, ...],
-    ) -> _Plan:
-        if not isinstance(model, str) or not model.strip():
-            raise InputError("'model' must be a non-empty string")
-        for name, value in (("trait_name", trait_name), ("trait_description", trait_description)):
-            if not isinstance(value, str):
-                raise InputError(f"'{name}' must be a string")
-        names = ("openai_max_retries", "max_tries", "max_concurrency")
-        for name, value in zip(names, retries, strict=True):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"'{name}' must be an integer >= 1, got {value!r}")
-        assert isinstance(trait_name, str) and isinstance(trait_description, str)
-        return cls(trait_name, trait_description, validate_template(template))
-
-
-def _load_segments(
-    pairs: PairsSource,
-    batch_size: int | None,
-    n_segments: int | None,
-    order: str,
-    seed: int,
-    backend: Any,
-) -> list[pl.DataFrame]:
-    table = load_pairs(pairs)
-    if order == "as_given" and "order_role" in table.columns:
-        check_no_self_pairs(table)  # a design made upstream keeps its own orders
-        ordered = table
-    else:
-        ordered = apply_order(table, order, seed=seed)  # type: ignore[arg-type]
-    segments = split_pairs(with_pair_keys(ordered), batch_size=batch_size, n_segments=n_segments)
-    for index, segment in enumerate(segments, start=1):
-        try:
-            backend.check_limits(segment.height, 0)
-        except InputError as exc:
-            raise InputError(f"segment {index} ({segment.height} pairs): {exc}") from None
-    return segments
-
-
-def _write_segments(
-    out_dir: Path,
-    segments: list[pl.DataFrame],
-    provider: Provider,
-    model: str,
-    run_tag: str,
-    plan: _Plan,
-    options: Mapping[str, Any],
-    backend: Any,
-    extra: Mapping[str, Any] | None,
-    first_index: int = 1,
-) -> list[Job]:
-    """Phase 1 (blocking): every segment's pairs and request file, then the settings
-    (``extra`` is added to them; ``None``: the caller writes them).
-
-    On any failure (a full disk, say) the files written so far are removed: no intent
-    exists yet, so nothing can refer to them.
-    """
-    jobs: list[Job] = []
-    written: list[Path] = []
-    try:
-        offset = 0
-        for index, segment in enumerate(segments, start=first_index):
-            keyed = assign_custom_ids(segment, run_tag, index, offset)
-            offset += segment.height
-            job = _intent(out_dir, index, provider, model, run_tag, segment.height)
-            pairs_path, input_path = Path(job.pairs_path or ""), Path(job.batch_input_path)
-            written += [pairs_path, input_path]
-            write_segment_pairs(keyed, pairs_path)
-            _crash.point(f"submit:pairs:{index}")
-            write_request_file(
-                backend,
-                input_path,
-                keyed,
-                model=model,
-                template=plan.template,
-                trait_name=plan.trait_name,
-                trait_description=plan.trait_description,
-                options=options,
-            )
-            _crash.point(f"submit:requests:{index}")
-            try:
-                backend.check_limits(keyed.height, input_path.stat().st_size)
-            except InputError as exc:
-                raise InputError(f"segment {index} ({input_path.name}): {exc}") from None
-            checks = (
-                describe(pairs_path, rows=keyed.height, hashed=True),
-                describe(input_path, rows=keyed.height, hashed=True),
-            )
-            jobs.append(attrs.evolve(job, files=checks))
-        if extra is None:
-            return jobs
-        written.append(out_dir / SETTINGS_NAME)
-        write_settings(
-            out_dir,
-            {
-                "run_tag": run_tag,
-                "provider": provider.value,
-                "model": model,
-                "trait_name": plan.trait_name,
-                "trait_description": plan.trait_description,
-                "prompt_template": plan.template,
-                "options": dict(options),
-                "segments": [job.segment_index for job in jobs],
-                "created_at": utcnow().isoformat(),
-                **extra,
-            },
-        )
-        _crash.point("submit:settings")
-    except BaseException as exc:
-        for path in written:
-            with contextlib.suppress(OSError):
-                path.unlink()
-        if isinstance(exc, OSError | pl.exceptions.PolarsError):
-            raise PairbatchError(f"cannot write the run folder {out_dir}: {exc}") from None
-        raise
-    return jobs
-
-
-def _intent(
-    out_dir: Path, index: int, provider: Provider, model: str, run_tag: str, n_pairs: int
-) -> Job:
-    return Job(
-        segment_index=index,
-        provider=provider,
-        model=model,
-        batch_input_path=str(out_dir / f"batch_{index:02d}_input.jsonl"),
-        batch_output_path=str(out_dir / f"batch_{index:02d}_output.jsonl"),
-        csv_path=str(out_dir / f"batch_{index:02d}_results.csv"),
-        pairs_path=str(out_dir / f"batch_{index:02d}_pairs.parquet"),
-        status=JobStatus.INTENT,
-        n_pairs=n_pairs,
-        run_tag=run_tag,
-        updated_at=utcnow(),
-    )
-
-
 async def _hold(registry: Registry, jobs: list[Job]) -> list[Job]:
     """Segments held back by the queue limit: intents (never sent) saying why."""
     held = [j.transition(error="queued: waiting for room under enqueued_token_limit") for j in jobs]
@@ -414,7 +255,7 @@ async def _hold(registry: Registry, jobs: list[Job]) -> list[Job]:
     return held
 
 
-async def _create_all(
+async def create_all(
     jobs: list[Job],
     client: BatchClient,
     registry: Registry,
