@@ -9,7 +9,9 @@ providers. Printed, all measured in this run:
   * pairbatch's ``resume_multi_batches`` drain time as a ratio to that ideal;
   * a sequential loop in the reference's style (one job at a time, sleeping
     ``1/rate`` between jobs so it also respects the limit), as a ratio to pairbatch;
-  * how many 429s each provider answered (target: none after the first).
+  * how many 429s each provider answered (target: none after the first);
+  * the same drain against a server with no limit, and the client's CPU per job in
+    both: when the client alone needs about the ideal time, the limit is not the bound.
 The emulator runs in a child process, as a remote provider would.
 """
 
@@ -33,6 +35,7 @@ from pairbatch.testing import ProviderEmulator
 
 MODELS = {"openai": "gpt-4.1-mini", "anthropic": "claude-sonnet-4-5", "gemini": "gemini-2.5-flash"}
 DOWNLOADS = {"openai": 1, "anthropic": 1, "gemini": 0}
+UNLIMITED = 1e6  # req/s: a server limit no client reaches
 
 
 def pairs_for(n_segments: int, per_segment: int) -> pl.DataFrame:
@@ -172,6 +175,21 @@ class RemoteEmulator:
         await self.proc.wait()
 
 
+async def timed_drain(rate: float, per_provider: int, tmp: Path, name: str) -> tuple[float, float]:
+    """A fresh emulator limited to ``rate``, jobs submitted to it, then the drain:
+    (seconds, client CPU seconds)."""
+    emu = await RemoteEmulator.start(rate)
+    try:
+        await submit_all(emu, tmp / name, per_provider)  # type: ignore[arg-type]
+        await asyncio.sleep(1.0)  # every batch has ended
+        await emu.command("reset")
+        cpu = time.process_time()
+        seconds = await drain_pairbatch(emu, tmp / name, rate)  # type: ignore[arg-type]
+        return seconds, time.process_time() - cpu
+    finally:
+        await emu.close()
+
+
 async def main(n_jobs: int, rate: float) -> None:
     per_provider = n_jobs // len(MODELS)
     emu = await RemoteEmulator.start(rate)
@@ -181,18 +199,31 @@ async def main(n_jobs: int, rate: float) -> None:
                 await submit_all(emu, Path(tmp) / name, per_provider)  # type: ignore[arg-type]
             await asyncio.sleep(1.0)  # every batch has ended
             await emu.command("reset")
+            cpu = time.process_time()
             ours = await drain_pairbatch(emu, Path(tmp) / "pairbatch", rate)  # type: ignore[arg-type]
+            ours_cpu = time.process_time() - cpu
             stats = json.loads(await emu.command("stats"))
             requests = {p: stats[p][0] for p in MODELS}
             limited = {p: stats[p][1] for p in MODELS}
             sequential = await drain_sequential(emu, Path(tmp) / "sequential", rate)  # type: ignore[arg-type]
+            # The same drain with no server limit: how long the client alone needs.
+            alone, alone_cpu = await timed_drain(UNLIMITED, per_provider, Path(tmp), "alone")
     finally:
         await emu.close()
     needed = {p: per_provider * (1 + DOWNLOADS[p]) for p in MODELS}
     ideal = max(needed[p] / rate for p in MODELS)
-    print(f"{per_provider * len(MODELS)} jobs, server limit {rate:g} req/s per provider")
+    jobs = per_provider * len(MODELS)
+    print(f"{jobs} jobs, server limit {rate:g} req/s per provider")
     print(f"  ideal drain (max requests/rate):   {ideal:7.2f} s")
-    print(f"  pairbatch resume_multi_batches:    {ours:7.2f} s  = {ours / ideal:.2f}x ideal")
+    print(
+        f"  pairbatch resume_multi_batches:    {ours:7.2f} s  = {ours / ideal:.2f}x ideal "
+        f"(client CPU {ours_cpu / jobs * 1000:.1f} ms a job)"
+    )
+    print(
+        f"  the same with no server limit:     {alone:7.2f} s  = {alone / ideal:.2f}x ideal "
+        f"(client CPU {alone_cpu / jobs * 1000:.1f} ms a job): "
+        + ("the client, not the limit, is the bound" if alone >= 0.9 * ideal else "room to spare")
+    )
     print(
         f"  sequential reference-style loop:   {sequential:7.2f} s  = "
         f"{sequential / ours:.1f}x slower than pairbatch"
