@@ -175,17 +175,21 @@ class RemoteEmulator:
         await self.proc.wait()
 
 
-async def timed_drain(rate: float, per_provider: int, tmp: Path, name: str) -> tuple[float, float]:
-    """A fresh emulator limited to ``rate``, jobs submitted to it, then the drain:
-    (seconds, client CPU seconds)."""
-    emu = await RemoteEmulator.start(rate)
+async def measured_drain(emu: RemoteEmulator, root: Path, rate: float) -> tuple[float, float]:
+    """The drain of ``root``'s ended jobs, counters reset first: (seconds, client CPU s)."""
+    await asyncio.sleep(1.0)  # every batch has ended
+    await emu.command("reset")
+    cpu = time.process_time()
+    seconds = await drain_pairbatch(emu, root, rate)  # type: ignore[arg-type]
+    return seconds, time.process_time() - cpu
+
+
+async def unlimited_drain(per_provider: int, root: Path) -> tuple[float, float]:
+    """The same drain against a fresh emulator with no server limit."""
+    emu = await RemoteEmulator.start(UNLIMITED)
     try:
-        await submit_all(emu, tmp / name, per_provider)  # type: ignore[arg-type]
-        await asyncio.sleep(1.0)  # every batch has ended
-        await emu.command("reset")
-        cpu = time.process_time()
-        seconds = await drain_pairbatch(emu, tmp / name, rate)  # type: ignore[arg-type]
-        return seconds, time.process_time() - cpu
+        await submit_all(emu, root, per_provider)  # type: ignore[arg-type]
+        return await measured_drain(emu, root, UNLIMITED)
     finally:
         await emu.close()
 
@@ -197,17 +201,13 @@ async def main(n_jobs: int, rate: float) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for name in ("pairbatch", "sequential"):
                 await submit_all(emu, Path(tmp) / name, per_provider)  # type: ignore[arg-type]
-            await asyncio.sleep(1.0)  # every batch has ended
-            await emu.command("reset")
-            cpu = time.process_time()
-            ours = await drain_pairbatch(emu, Path(tmp) / "pairbatch", rate)  # type: ignore[arg-type]
-            ours_cpu = time.process_time() - cpu
+            ours, ours_cpu = await measured_drain(emu, Path(tmp) / "pairbatch", rate)
             stats = json.loads(await emu.command("stats"))
             requests = {p: stats[p][0] for p in MODELS}
             limited = {p: stats[p][1] for p in MODELS}
             sequential = await drain_sequential(emu, Path(tmp) / "sequential", rate)  # type: ignore[arg-type]
             # The same drain with no server limit: how long the client alone needs.
-            alone, alone_cpu = await timed_drain(UNLIMITED, per_provider, Path(tmp), "alone")
+            alone, alone_cpu = await unlimited_drain(per_provider, Path(tmp) / "alone")
     finally:
         await emu.close()
     needed = {p: per_provider * (1 + DOWNLOADS[p]) for p in MODELS}
