@@ -53,6 +53,8 @@ class Plan:
         template: str,
         retries: tuple[object, ...],
     ) -> Plan:
+        """The plan, or one :class:`InputError` line naming the bad argument
+        (``retries``: ``openai_max_retries``, ``max_tries``, ``max_concurrency``)."""
         if not isinstance(model, str) or not model.strip():
             raise InputError("'model' must be a non-empty string")
         for name, value in (("trait_name", trait_name), ("trait_description", trait_description)):
@@ -74,6 +76,8 @@ def load_segments(
     seed: int,
     backend: Any,
 ) -> list[pl.DataFrame]:
+    """The pairs read, checked, put in ``order`` and split into segments, each within
+    the provider's batch limits (an error names the segment that is not)."""
     table = load_pairs(pairs)
     if order == "as_given" and "order_role" in table.columns:
         check_no_self_pairs(table)  # a design made upstream keeps its own orders
@@ -171,6 +175,8 @@ def write_segments(
 def intent_job(
     out_dir: Path, index: int, provider: Provider, model: str, run_tag: str, n_pairs: int
 ) -> Job:
+    """Segment ``index``'s job before anything is sent: status ``intent``, its files'
+    names in ``out_dir``."""
     return Job(
         segment_index=index,
         provider=provider,
