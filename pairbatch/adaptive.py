@@ -15,6 +15,7 @@ the pairs whose verdicts are expected to shrink the scores' posterior variance m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -32,6 +33,7 @@ from pairbatch.adaptive_study import (
     AdaptiveResult,
     StopRule,
     Study,
+    check_sample_count,
     check_target,
     simulate_adaptive,
 )
@@ -41,6 +43,8 @@ from pairbatch.errors import InputError, PairbatchError
 from pairbatch.lock import RunLock
 from pairbatch.registry import holds_registry, read_registry
 from pairbatch.resume import resume_multi_batches
+from pairbatch.runfolder import abandon_new_run
+from pairbatch.session import check_number
 from pairbatch.submit import submit_pairs_multi_batch
 from pairbatch.transport import Transport
 
@@ -107,6 +111,14 @@ def _check_settings(study_dir: Path, settings: dict[str, Any]) -> None:
     atomic_write_bytes(path, orjson.dumps(settings, option=orjson.OPT_INDENT_2))
 
 
+def _abandon(study_dir: Path, lock: RunLock, created: bool) -> None:
+    """Undo a study's first call that paid for nothing: its settings, and the folder
+    with its lock when this call made it (only if nothing else is in it)."""
+    with contextlib.suppress(FileNotFoundError):
+        (study_dir / SETTINGS_NAME).unlink()
+    abandon_new_run(study_dir, lock, created)
+
+
 def _submitted(folder: Path) -> int:
     return sum(job.n_pairs for job in read_registry(folder))
 
@@ -155,9 +167,10 @@ async def run_adaptive(
     """
     require_extra()
     frame = await asyncio.to_thread(read_samples, samples)
+    check_sample_count(frame)  # before the default round size is taken from it
     design = Design(
         seed=seed,
-        pairs_per_round=pairs_per_round or frame.height,
+        pairs_per_round=frame.height if pairs_per_round is None else pairs_per_round,
         max_repeats=max_repeats,
         max_per_text=max_per_text,
         strategy=strategy,
@@ -169,7 +182,7 @@ async def run_adaptive(
         max_comparisons=max_comparisons,
     )
     # Built before anything is written: it refuses bad input (too few samples, a bad
-    # prior) while the study folder is still untouched.
+    # prior, a budget below round 0's design) while the study folder is still untouched.
     study = Study(frame, design, stop, steer_prior_sd=steer_prior_sd)
     study_dir = Path(output_dir)
     settings = {
@@ -189,10 +202,14 @@ async def run_adaptive(
         "max_rounds": stop.max_rounds,
         "max_comparisons": stop.max_comparisons,
     }
+    # resume would refuse a bad interval only after round 0 had been paid for.
+    check_number("interval_seconds", interval_seconds, low=0)
+    created = not await asyncio.to_thread(study_dir.exists)
     await asyncio.to_thread(study_dir.mkdir, parents=True, exist_ok=True)
     # One writer per study: two would each choose, and pay for, the next round.
     lock = RunLock(study_dir, "adaptive")
     await asyncio.to_thread(lock.acquire)
+    fresh = not await asyncio.to_thread((study_dir / SETTINGS_NAME).exists)
     try:
         await asyncio.to_thread(_check_settings, study_dir, settings)
         submit_options.setdefault("n_segments", None if "batch_size" in submit_options else 1)
@@ -242,6 +259,12 @@ async def run_adaptive(
             submitted = await asyncio.to_thread(_submitted, folder)
             await asyncio.to_thread(study.add_round, resumed.combined, submitted)
             _crash.point(f"adaptive:resumed:{index}")
+    except BaseException:
+        # Refused before round 0 was submitted (a bad submit option, a missing key):
+        # what this call wrote goes again, so bad input leaves the disk as it was.
+        if fresh and not await asyncio.to_thread(holds_registry, round_folder(study_dir, 0)):
+            await asyncio.to_thread(_abandon, study_dir, lock, created)
+        raise
     finally:
         lock.release()
     assert reason is not None

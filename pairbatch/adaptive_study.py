@@ -91,6 +91,12 @@ class AdaptiveResult:
         return int(self.rounds["comparisons"].sum())
 
 
+def check_sample_count(samples: pl.DataFrame) -> None:
+    """Refuse a study of fewer than three samples (no ranking to learn)."""
+    if samples.height < 3:
+        raise InputError(f"an adaptive study needs at least three samples, got {samples.height}")
+
+
 @attrs.define
 class Study:
     """Rounds so far and what they imply. ``steer_prior_sd``: the Gaussian prior of the
@@ -108,11 +114,20 @@ class Study:
     submitted: int = 0
 
     def __attrs_post_init__(self) -> None:
-        if self.samples.height < 3:
-            raise InputError("an adaptive study needs at least three samples")
+        check_sample_count(self.samples)
         prior = self.steer_prior_sd
         if not (math.isfinite(prior) and prior > 0):
             raise InputError(f"steer_prior_sd must be a positive number, got {prior!r}")
+        budget = self.stop.max_comparisons
+        if budget is not None and not self.rows:
+            # Round 0 is never cut short (its design must be connected), so a budget
+            # below it is refused now, before a caller writes or pays for anything.
+            first = plan_round(self.samples, self.design, 0, self.history, None, budget)
+            if first.height > budget:
+                raise InputError(
+                    f"max_comparisons={budget} is below round 0's "
+                    f"connected design of {first.height} comparisons"
+                )
 
     @property
     def steer(self) -> BTFit | None:
@@ -182,16 +197,9 @@ class Study:
         size = self.design.pairs_per_round
         if self.stop.max_comparisons is not None:
             size = min(size, self.stop.max_comparisons - self.submitted)
-        pairs = plan_round(
+        return plan_round(
             self.samples, self.design, self.next_round, self.history, self.steer, size
         )
-        budget = self.stop.max_comparisons
-        if self.next_round == 0 and budget is not None and pairs.height > budget:
-            raise InputError(
-                f"max_comparisons={budget} is below round 0's "
-                f"connected design of {pairs.height} comparisons"
-            )
-        return pairs
 
     def result(self, stopped_because: str, output_dir: Path | None = None) -> AdaptiveResult:
         if not self.fits:

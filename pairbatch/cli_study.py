@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import sys
 import warnings
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import polars as pl
 
+from pairbatch.cli_args import count, non_negative
 from pairbatch.errors import InputError
 
 STUDY_COMMANDS = ("scores", "report", "latent-emulator", "adaptive")
@@ -61,16 +63,31 @@ def _add_adaptive(sub: Any) -> None:
     add("--trait-description", default=None, help="your own trait's meaning")
     add("--target-reliability", type=float, default=0.9)
     add("--stability", type=float, default=0.98, help="Spearman between consecutive rounds")
-    add("--pairs-per-round", type=int, default=None, help="default: one per sample")
-    add("--max-rounds", type=int, default=10)
-    add("--max-comparisons", type=int, default=None, help="budget of submitted comparisons")
+    add("--pairs-per-round", type=count, default=None, help="default: one per sample")
+    add("--max-rounds", type=count, default=10)
+    add("--max-comparisons", type=count, default=None, help="budget of submitted comparisons")
     add("--strategy", choices=("adaptive", "random"), default="adaptive")
     add("--seed", type=int, default=0)
-    add("--interval-seconds", type=float, default=60.0, help="seconds between polls")
-    add("--n-segments", type=int, default=None, help="batches per round (default 1)")
-    add("--batch-size", type=int, default=None, help="pairs per batch, instead of --n-segments")
+    add("--interval-seconds", type=non_negative, default=60.0, help="seconds between polls")
+    add("--n-segments", type=count, default=None, help="batches per round (default 1)")
+    add("--batch-size", type=count, default=None, help="pairs per batch, instead of --n-segments")
     add("--scores-out", default=None, help="also write the final scores to FILE.csv/.parquet")
     add("--plot", default=None, help="also write a PNG of reliability and stability per round")
+
+
+def _checked_outputs(args: argparse.Namespace) -> Path | None:
+    """``--scores-out`` as a path, after checking it and ``--plot`` before the study
+    runs: a study can take days, and these are written at its end."""
+    out = Path(args.scores_out) if args.scores_out else None
+    if out is not None and out.suffix.lower() not in (".csv", ".parquet"):
+        raise InputError(f"--scores-out must end in .csv or .parquet, got {out.name!r}")
+    for flag, target in (("--scores-out", out), ("--plot", args.plot)):
+        folder = Path(target).absolute().parent if target is not None else None
+        if folder is not None and not folder.is_dir():
+            raise InputError(f"{flag}: folder {folder} does not exist")
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise InputError("--plot needs matplotlib: pip install 'pairbatch[report]'")
+    return out
 
 
 def run_study_command(args: argparse.Namespace) -> int | None:
@@ -102,12 +119,8 @@ async def _adaptive(args: argparse.Namespace) -> int:
         raise InputError("--trait-name and --trait-description go together")
     else:
         name, description = args.trait_name, args.trait_description
-    out = Path(args.scores_out) if args.scores_out else None
-    if out is not None and out.suffix.lower() not in (".csv", ".parquet"):
-        raise InputError(f"--scores-out must end in .csv or .parquet, got {out.name!r}")
-    segments = {"batch_size": args.batch_size} if args.batch_size else {}
-    if args.n_segments:
-        segments["n_segments"] = args.n_segments
+    out = _checked_outputs(args)
+    segments = {k: v for k in ("batch_size", "n_segments") if (v := getattr(args, k)) is not None}
     result = await run_adaptive(
         args.samples,
         backend=args.backend,

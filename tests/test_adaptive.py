@@ -213,6 +213,7 @@ async def study(emu: ProviderEmulator, samples: pl.DataFrame, out: Path, **kw: o
         "target_reliability": 1.0,
         "stability": 1.0,
         "seed": 7,
+        "interval_seconds": 0.05,
     } | kw
     return await run_adaptive(
         samples,
@@ -221,7 +222,6 @@ async def study(emu: ProviderEmulator, samples: pl.DataFrame, out: Path, **kw: o
         trait_name=NAME,
         trait_description=DESCRIPTION,
         output_dir=out,
-        interval_seconds=0.05,
         api_key="test-key",
         base_url=emu.base_url("openai"),
         **options,  # type: ignore[arg-type]
@@ -269,14 +269,45 @@ async def test_a_bad_steering_prior_is_refused_before_anything_is_written(
     assert not out.exists()
 
 
-async def test_too_few_samples_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("rows", "options", "message"),
+    [
+        (2, {}, "at least three samples, got 2"),
+        # No samples: the default round size (one per sample) is not what is blamed.
+        (0, {"pairs_per_round": None}, "at least three samples, got 0"),
+        # 0 is a value, not "use the default".
+        (12, {"pairs_per_round": 0}, "pairs_per_round must be >= 1, got 0"),
+        # Round 0 of 12 texts is 12 comparisons: a budget of 5 can never be kept.
+        (12, {"max_comparisons": 5}, "max_comparisons=5 is below round 0's"),
+        # resume refuses it, but only after round 0 would have been paid for.
+        (12, {"interval_seconds": -1}, "'interval_seconds' must be a finite number >= 0"),
+        # Refused by submit itself, after the study wrote its settings: they go again.
+        (12, {"batch_size": 4, "n_segments": 2}, "only one of 'batch_size' or 'n_segments'"),
+    ],
+)
+async def test_bad_study_input_is_refused_before_anything_is_written(
+    tmp_path: Path, rows: int, options: dict[str, object], message: str
+) -> None:
     samples, judge = world()
     out = tmp_path / "study"
     async with ProviderEmulator(latency=0.05, judge=judge) as emu:
-        with pytest.raises(InputError, match="at least three samples"):
-            await study(emu, samples.head(2), out)
+        with pytest.raises(InputError, match=message):
+            await study(emu, samples.head(rows), out, **options)
         assert emu.stats.batches_created["openai"] == 0
     assert not out.exists()
+
+
+async def test_a_refused_first_call_leaves_a_folder_it_did_not_make_as_it_was(
+    tmp_path: Path,
+) -> None:
+    samples, judge = world()
+    out = tmp_path / "study"
+    out.mkdir()
+    async with ProviderEmulator(latency=0.05, judge=judge) as emu:
+        with pytest.raises(InputError, match="only one of"):
+            await study(emu, samples, out, batch_size=4, n_segments=2)
+    assert out.is_dir() and not (out / "adaptive.json").exists()
+    assert not (out / "round_000").exists()
 
 
 async def test_a_second_writer_of_a_study_is_refused(tmp_path: Path) -> None:
@@ -401,3 +432,35 @@ async def test_a_study_killed_anywhere_finishes_as_an_uninterrupted_one(
     assert_frame_equal(pl.read_csv(tmp_path / "scores.csv"), result.scores, rel_tol=1e-9)
     if point == "adaptive:resumed:1":
         assert (tmp_path / "rounds.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--pairs-per-round", "0"], "--pairs-per-round: must be at least 1"),
+        (["--batch-size", "0"], "--batch-size: must be at least 1"),
+        (["--interval-seconds", "-1"], "--interval-seconds"),
+        (["--max-comparisons", "3"], "below round 0"),
+        (["--batch-size", "4", "--n-segments", "2"], "only one of"),
+        (["--plot", "{missing}/rounds.png"], "--plot: folder"),
+        (["--scores-out", "{missing}/scores.csv"], "--scores-out: folder"),
+        (["--scores-out", "scores.txt"], "must end in .csv or .parquet"),
+    ],
+)
+async def test_bad_adaptive_flags_exit_2_with_one_line_and_write_nothing(
+    tmp_path: Path, flags: list[str], needle: str
+) -> None:
+    samples, judge = world()
+    samples_csv = tmp_path / "samples.csv"
+    samples.write_csv(samples_csv)
+    out = tmp_path / "study"
+    missing = tmp_path / "missing"
+    argv = [*cli_args(samples_csv, out), *(f.format(missing=missing) for f in flags)]
+    async with ProviderEmulator(latency=0.05, judge=judge) as emu:
+        env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": emu.base_url("openai")}
+        ran = await run_cli(*map(str, argv), env=env)
+        assert emu.stats.batches_created["openai"] == 0
+    assert ran.rc == 2, (ran.stdout, ran.stderr)
+    lines = [line for line in ran.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], ran.stderr
+    assert not out.exists() and not missing.exists()
