@@ -292,6 +292,7 @@ def plot_rounds(result: AdaptiveResult, path: str | os.PathLike[str]) -> Path:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out

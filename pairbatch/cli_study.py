@@ -82,12 +82,33 @@ def _checked_outputs(args: argparse.Namespace) -> Path | None:
     if out is not None and out.suffix.lower() not in (".csv", ".parquet"):
         raise InputError(f"--scores-out must end in .csv or .parquet, got {out.name!r}")
     for flag, target in (("--scores-out", out), ("--plot", args.plot)):
-        folder = Path(target).absolute().parent if target is not None else None
-        if folder is not None and not folder.is_dir():
-            raise InputError(f"{flag}: folder {folder} does not exist")
+        if target is not None:
+            _check_target(flag, Path(target).absolute())
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise InputError("--plot needs matplotlib: pip install 'pairbatch[report]'")
     return out
+
+
+def _write_table(frame: pl.DataFrame, out: Path) -> None:
+    """``frame`` as CSV or Parquet (by ``out``'s suffix), its folder made if missing."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".csv":
+        frame.write_csv(out)
+    else:
+        frame.write_parquet(out)
+
+
+def _check_target(flag: str, target: Path) -> None:
+    """Refuse an output path that cannot be written: missing folders are made when it
+    is written, as everywhere else, so only a file in the way (or a folder as the
+    target) is an error."""
+    if target.is_dir():
+        raise InputError(f"{flag}: {target} is a folder")
+    ancestor = target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"{flag}: {ancestor} is a file, not a folder")
 
 
 def run_study_command(args: argparse.Namespace) -> int | None:
@@ -145,10 +166,7 @@ async def _adaptive(args: argparse.Namespace) -> int:
         f"{result.comparisons} comparisons"
     )
     if out is not None:
-        if out.suffix.lower() == ".csv":
-            result.scores.write_csv(out)
-        else:
-            result.scores.write_parquet(out)
+        _write_table(result.scores, out)
     if args.plot:
         print(f"wrote {plot_rounds(result, args.plot)}")
     return 0
@@ -204,8 +222,5 @@ def _scores(args: argparse.Namespace) -> int:
     with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=40, tbl_hide_dataframe_shape=True):
         print(table)
     if out is not None:
-        if out.suffix.lower() == ".csv":
-            table.write_csv(out)
-        else:
-            table.write_parquet(out)
+        _write_table(table, out)
     return 0

@@ -442,8 +442,9 @@ async def test_a_study_killed_anywhere_finishes_as_an_uninterrupted_one(
         (["--interval-seconds", "-1"], "--interval-seconds"),
         (["--max-comparisons", "3"], "below round 0"),
         (["--batch-size", "4", "--n-segments", "2"], "only one of"),
-        (["--plot", "{missing}/rounds.png"], "--plot: folder"),
-        (["--scores-out", "{missing}/scores.csv"], "--scores-out: folder"),
+        (["--plot", "{file}/rounds.png"], "is a file, not a folder"),
+        (["--scores-out", "{file}/deeper/scores.csv"], "is a file, not a folder"),
+        (["--plot", "{folder}"], "is a folder"),
         (["--scores-out", "scores.txt"], "must end in .csv or .parquet"),
     ],
 )
@@ -454,8 +455,8 @@ async def test_bad_adaptive_flags_exit_2_with_one_line_and_write_nothing(
     samples_csv = tmp_path / "samples.csv"
     samples.write_csv(samples_csv)
     out = tmp_path / "study"
-    missing = tmp_path / "missing"
-    argv = [*cli_args(samples_csv, out), *(f.format(missing=missing) for f in flags)]
+    names = {"file": samples_csv, "folder": tmp_path}
+    argv = [*cli_args(samples_csv, out), *(f.format(**names) for f in flags)]
     async with ProviderEmulator(latency=0.05, judge=judge) as emu:
         env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": emu.base_url("openai")}
         ran = await run_cli(*map(str, argv), env=env)
@@ -463,4 +464,20 @@ async def test_bad_adaptive_flags_exit_2_with_one_line_and_write_nothing(
     assert ran.rc == 2, (ran.stdout, ran.stderr)
     lines = [line for line in ran.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0], ran.stderr
-    assert not out.exists() and not missing.exists()
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["samples.csv"]
+
+
+async def test_adaptive_outputs_go_into_folders_made_for_them(tmp_path: Path) -> None:
+    samples, judge = world()
+    samples_csv = tmp_path / "samples.csv"
+    samples.write_csv(samples_csv)
+    plot, table = tmp_path / "figs" / "rounds.png", tmp_path / "tables" / "scores.csv"
+    argv = [*cli_args(samples_csv, tmp_path / "study"), "--max-rounds", "2"]
+    argv += ["--plot", plot, "--scores-out", table]
+    async with ProviderEmulator(latency=0.05, judge=judge) as emu:
+        env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": emu.base_url("openai")}
+        ran = await run_cli(*map(str, argv), env=env)
+    assert ran.rc == 0, ran.stderr
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    assert pl.read_csv(table).height == samples.height
