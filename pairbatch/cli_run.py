@@ -193,7 +193,12 @@ async def _cancel(args: argparse.Namespace) -> int:
             f"pairbatch: error: segment {job.segment_index}: cancel failed: {reason}",
             file=sys.stderr,
         )
-    print(f"{len(result.cancelled)} batch(es) cancelled; run `pairbatch resume` to collect them")
+    if result.cancelled:
+        print(
+            f"{len(result.cancelled)} batch(es) cancelled; run `pairbatch resume` to collect them"
+        )
+    elif not result.failed:
+        print("nothing to cancel: no batch of this run is still running")
     return EXIT_FAILURES if result.failed else EXIT_OK
 
 

@@ -332,6 +332,9 @@ async def test_cancel_then_resume_collects(
         ran = await run_cli("resume", out, "--interval-seconds", "0.2", "--no-progress", env=env)
         # Cancelled batches are batch failures: done, but not succeeded.
         assert ran.rc == 1, ran.stdout + ran.stderr
+        ran = await run_cli("cancel", out, env=env)
+        assert ran.rc == 0, ran.stderr
+        assert "nothing to cancel" in ran.stdout and "resume" not in ran.stdout
     jobs = read_registry(out)
     assert all(j.done and j.status is JobStatus.CANCELLED for j in jobs)
     results = [pl.read_parquet(j.results_path) for j in jobs if Path(j.results_path).exists()]
