@@ -25,6 +25,7 @@ from pairbatch.pairs import (
     check_samples,
     load_pairs,
     make_pairs,
+    separator_hint,
     unordered_key_expr,
 )
 
@@ -65,7 +66,10 @@ def read_samples(
             id_col, text_col = "ID", "text"
     missing = [c for c in (id_col, text_col) if c not in frame.columns]
     if missing:
-        raise InputError(f"{name} must contain columns {id_col!r} and {text_col!r}")
+        raise InputError(
+            f"{name} must contain columns {id_col!r} and {text_col!r}"
+            + separator_hint(frame.columns)
+        )
     frame = frame.select(pl.col(id_col).alias("ID"), pl.col(text_col).alias("text"))
     return check_samples(frame, name)
 

@@ -41,6 +41,15 @@ def write_parquet(frame: pl.DataFrame, handle: BinaryIO) -> None:
         frame.write_parquet(handle)
 
 
+def separator_hint(columns: list[str]) -> str:
+    """When a table read as CSV came out as one column, what its name suggests."""
+    if len(columns) == 1:
+        for sep in (";", "\t", "|"):
+            if sep in columns[0]:
+                return f" (it was read as one column {columns[0]!r}: is it {sep!r}-separated?)"
+    return ""
+
+
 def load_pairs(pairs: PairsSource) -> pl.DataFrame:
     """Read and validate a pairs table (a Polars frame, or a CSV / Parquet path).
 
@@ -63,7 +72,7 @@ def load_pairs(pairs: PairsSource) -> pl.DataFrame:
     if missing:
         raise InputError(
             f"{source} must contain columns: {', '.join(REQUIRED_COLUMNS)}. "
-            f"Missing: {', '.join(missing)}"
+            f"Missing: {', '.join(missing)}{separator_hint(frame.columns)}"
         )
     if frame.height == 0:
         raise InputError(f"{source} has no rows")

@@ -19,7 +19,7 @@ from pairbatch.design import (
     sample_pairs,
 )
 from pairbatch.errors import InputError
-from pairbatch.pairs import unordered_pair_key
+from pairbatch.pairs import load_pairs, unordered_pair_key
 
 
 def samples(n: int) -> pl.DataFrame:
@@ -65,6 +65,13 @@ def test_read_samples_errors_name_the_problem(tmp_path: Path) -> None:
         read_samples(pl.DataFrame({"ID": ["a"]}))
     with pytest.raises(InputError, match="not found"):
         read_samples(tmp_path / "none.csv")
+    semicolons = tmp_path / "semi.csv"
+    semicolons.write_text("ID;text\na;x\n", encoding="utf-8")
+    with pytest.raises(InputError, match="one column 'ID;text': is it ';'-separated"):
+        read_samples(semicolons)
+    (tmp_path / "pairs.csv").write_text("ID1|text1|ID2|text2\na|x|b|y\n", encoding="utf-8")
+    with pytest.raises(InputError, match="is it '\\|'-separated"):
+        load_pairs(tmp_path / "pairs.csv")
     with pytest.raises(InputError, match="duplicate ID"):
         make_pairs(pl.DataFrame({"ID": ["a", "a"], "text": ["x", "y"]}))
 
