@@ -169,6 +169,8 @@ async def _retry(args: argparse.Namespace) -> int:
     from pairbatch.retries import retry_failed
 
     codes = None if args.codes is None else {c.strip() for c in args.codes.split(",") if c.strip()}
+    if codes is not None and not codes:
+        raise InputError(f"--codes {args.codes!r} names no error code (e.g. --codes 429,500)")
     result = await retry_failed(
         args.output_dir,
         max_attempts=args.max_attempts,
@@ -178,7 +180,12 @@ async def _retry(args: argparse.Namespace) -> int:
     )
     _print_jobs(result.jobs)
     n = sum(j.n_pairs for j in result.jobs)
-    print(f"{n} pair(s) sent again in {len(result.jobs)} batch(es); run `pairbatch resume`")
+    if result.jobs:
+        print(f"{n} pair(s) sent again in {len(result.jobs)} batch(es); run `pairbatch resume`")
+    else:
+        print(
+            "nothing to retry: no failed pair is left to send again (see --max-attempts, --codes)"
+        )
     return EXIT_FAILURES if result.failed else EXIT_OK
 
 

@@ -14,7 +14,7 @@ import polars as pl
 from pairbatch.errors import ProviderError
 from pairbatch.lock import RunLock
 from pairbatch.models import BatchStatus, Job, utcnow
-from pairbatch.registry import Registry, read_registry
+from pairbatch.registry import Registry, read_registry, require_run
 from pairbatch.session import Session
 from pairbatch.transport import Transport
 
@@ -130,6 +130,7 @@ async def cancel_multi_batches(
     The registry is not marked done: a later resume collects what the cancelled batches
     finished (their partial results are salvaged) and records the rest as failures.
     """
+    await asyncio.to_thread(require_run, output_dir)
     lock = RunLock(output_dir, "cancel")
     await asyncio.to_thread(lock.acquire)
     try:

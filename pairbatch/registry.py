@@ -29,7 +29,7 @@ from pathlib import Path
 import orjson
 
 from pairbatch._fs import atomic_write_bytes
-from pairbatch.errors import RegistryError
+from pairbatch.errors import InputError, RegistryError
 from pairbatch.heap import collector_paused
 from pairbatch.models import Job
 from pairbatch.registry_codec import (
@@ -65,6 +65,15 @@ def journal_path(output_dir: str | os.PathLike[str]) -> Path:
 def holds_registry(output_dir: str | os.PathLike[str]) -> bool:
     """Whether ``output_dir`` holds a run's registry (either file)."""
     return registry_path(output_dir).exists() or journal_path(output_dir).exists()
+
+
+def require_run(output_dir: str | os.PathLike[str]) -> Path:
+    """``output_dir`` as a path, refused in one line unless it holds a run's registry:
+    checked before a command takes the run lock, which would make a file in it."""
+    folder = Path(output_dir)
+    if not holds_registry(folder):
+        raise InputError(f"{folder} is not a run folder (no {registry_path(folder).name})")
+    return folder
 
 
 def read_registry_revs(output_dir: str | os.PathLike[str]) -> list[tuple[Job, int]]:

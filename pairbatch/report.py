@@ -26,7 +26,7 @@ from pairbatch._fs import atomic_write_bytes
 from pairbatch.analysis import GROUP_COLUMNS, position_bias, require_extra, reverse_consistency
 from pairbatch.errors import InputError
 from pairbatch.outcomes import load_outcome
-from pairbatch.registry import REGISTRY_NAME, holds_registry, read_registry
+from pairbatch.registry import read_registry, require_run
 from pairbatch.summary import order_notes, summarize
 
 log = logging.getLogger("pairbatch.report")
@@ -49,9 +49,7 @@ def load_runs(runs: Sequence[RunPath]) -> RunData:
     lists them. Stored keys are kept as they are; analyses recompute their own."""
     results, failures, jobs = [], [], []
     for run in runs:
-        folder = Path(run)
-        if not holds_registry(folder):
-            raise InputError(f"{folder} is not a run folder (no {REGISTRY_NAME})")
+        folder = require_run(run)
         for job in read_registry(folder):
             outcome = load_outcome(job) if job.done else None
             if outcome is not None and outcome.error:

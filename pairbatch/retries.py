@@ -35,7 +35,7 @@ from pairbatch.models import Job, Provider
 from pairbatch.outcomes import load_outcome
 from pairbatch.pairs import split_pairs
 from pairbatch.providers import get_backend
-from pairbatch.registry import Registry
+from pairbatch.registry import Registry, require_run
 from pairbatch.segments import Plan, write_segments
 from pairbatch.session import Session, one_provider_session
 from pairbatch.settings import require_settings, write_settings
@@ -132,7 +132,7 @@ async def retry_failed(
     pairs whose last failure has one of these ``error_code`` values."""
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 2:
         raise InputError(f"'max_attempts' must be an integer >= 2, got {max_attempts!r}")
-    folder = Path(output_dir)
+    folder = await asyncio.to_thread(require_run, output_dir)
     lock = RunLock(folder, "retry")
     await asyncio.to_thread(lock.acquire)
     try:

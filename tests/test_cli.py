@@ -228,6 +228,10 @@ _OUT = ["--output-dir", "{out}"]
         pytest.param(["resume", "{empty}", "--interval-seconds", "nan"], "finite", id="nan"),
         pytest.param(["resume", "{empty}", "--timeout", "-1"], "timeout", id="timeout"),
         pytest.param(["status", "{pairs}"], "not a run folder", id="status-file"),
+        pytest.param(["retry", "{empty}"], "not a run folder", id="retry-empty"),
+        pytest.param(["retry", "{pairs}"], "not a run folder", id="retry-file"),
+        pytest.param(["cancel", "{empty}"], "not a run folder", id="cancel-empty"),
+        pytest.param(["retry", "{empty}", "--codes", " , "], "names no error code", id="codes"),
         pytest.param(
             ["submit", "{pairs}", *SUBMIT_FLAGS, "--n-segments", "2", "--output-dir", "{pairs}"],
             "is a file",
@@ -311,6 +315,7 @@ async def test_usage_errors_exit_2_with_one_line(
     assert "Traceback" not in ran.stderr
     # Input errors are caught before anything is submitted or written.
     assert not (tmp_path / "out" / "jobs_registry.csv").exists()
+    assert list(empty.iterdir()) == []  # not even a lock file
 
 
 async def test_cancel_then_resume_collects(

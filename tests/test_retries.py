@@ -124,6 +124,10 @@ async def test_kill_anywhere_during_a_retry_then_again_pays_once(
         result = await resume(emu, out)
         segments = len(pairbatch.read_registry(out))
         assert emu.stats.batches_created["openai"] == segments
+        # Every pair has its result now: a third retry says so and sends nothing.
+        ran = await run_cli("retry", out, env=env)
+        assert ran.rc == 0 and "nothing to retry" in ran.stdout, ran.stdout + ran.stderr
+        assert emu.stats.batches_created["openai"] == segments
     each_pair_once(result, pairs)
 
 
