@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -177,12 +178,29 @@ def read_qualities(path: str) -> dict[str, float]:
     source = Path(path)
     if not source.is_file():
         raise InputError(f"qualities file not found: {source}")
-    frame = pl.read_parquet(source) if source.suffix == ".parquet" else pl.read_csv(source)
+    if source.suffix == ".parquet":
+        frame = pl.read_parquet(source)
+    else:
+        frame = pl.read_csv(source, infer_schema=False)  # every value as written
     if not {"text", "quality"} <= set(frame.columns):
         raise InputError(f"{source} must have columns 'text' and 'quality'")
-    if frame["quality"].null_count():
-        raise InputError(f"{source}: column 'quality' has missing values")
-    return dict(zip(frame["text"].cast(pl.Utf8), frame["quality"].cast(pl.Float64), strict=True))
+    texts = frame["text"].cast(pl.Utf8).to_list()
+    qualities: dict[str, float] = {}
+    for row, (text, value) in enumerate(zip(texts, frame["quality"].to_list(), strict=True), 1):
+        try:
+            quality = float(value)
+        except (TypeError, ValueError):
+            quality = math.nan
+        if text is None or value is None:
+            column = "text" if text is None else "quality"
+            raise InputError(f"{source}: row {row}: {column} is missing")
+        if not math.isfinite(quality):
+            raise InputError(f"{source}: row {row}: quality {value!r} is not a finite number")
+        if text in qualities:
+            first = texts.index(text) + 1
+            raise InputError(f"{source}: row {row} repeats the text of row {first}")
+        qualities[text] = quality
+    return qualities
 
 
 async def _latent_emulator(args: argparse.Namespace) -> int:

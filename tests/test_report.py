@@ -129,3 +129,15 @@ def test_latent_emulator_qualities_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="'quality'"):
         read_qualities(str(path))
     assert main(["latent-emulator", str(tmp_path / "none.csv")]) == 2
+    for body, message in [
+        ("text,quality\na,1\nb,x\n", "row 2: quality 'x' is not a finite number"),
+        ("text,quality\na,1\nb,nan\n", "row 2: quality 'nan' is not a finite number"),
+        ("text,quality\na,\n", "row 1: quality is missing"),
+        ("text,quality\na,1\nb,2\na,3\n", "row 3 repeats the text of row 1"),
+    ]:
+        path.write_text(body, encoding="utf-8")
+        with pytest.raises(InputError, match=message):
+            read_qualities(str(path))
+    # Texts are kept as written, not read as numbers.
+    path.write_text("text,quality\n01,1\n1,2\n", encoding="utf-8")
+    assert read_qualities(str(path)) == {"01": 1.0, "1": 2.0}
