@@ -41,7 +41,7 @@ from pairbatch.outcomes import (
 )
 from pairbatch.outcomes import write_combined_csv as write_combined_csv_file
 from pairbatch.registry import read_registry
-from pairbatch.runfolder import load_jobs, open_run, resolve_combined_path
+from pairbatch.runfolder import known_segments, load_jobs, open_run, resolve_combined_path
 from pairbatch.session import Session, check_number, rate_limits_for
 from pairbatch.settings import read_settings
 from pairbatch.transport import Transport
@@ -131,6 +131,7 @@ async def iter_completed(
     await asyncio.to_thread(lock.acquire)
     try:
         registry, settings = await asyncio.to_thread(open_run, given, out_dir, csv=write_registry)
+        redownload = known_segments(redownload, registry.jobs)
         run = JobDriver(
             registry.jobs,
             out_dir,

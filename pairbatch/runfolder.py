@@ -9,7 +9,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -222,3 +222,19 @@ def open_run(given: list[Job], output_dir: Path, *, csv: bool) -> tuple[Registry
     registry = Registry(output_dir, given, csv=csv)
     registry.write_now()
     return registry, settings
+
+
+def known_segments(redownload: Iterable[int] | bool, jobs: list[Job]) -> frozenset[int] | bool:
+    """``redownload`` as a set, refused if it names a segment the run does not have
+    (a typo would otherwise fetch nothing, silently)."""
+    if isinstance(redownload, bool):
+        return redownload
+    wanted = frozenset(redownload)
+    known = {job.segment_index for job in jobs}
+    unknown = sorted(wanted - known)
+    if unknown:
+        have = f"segments {min(known)}-{max(known)}" if known else "no segments"
+        raise InputError(
+            f"redownload: segment(s) {', '.join(map(str, unknown))} not in this run ({have})"
+        )
+    return wanted
