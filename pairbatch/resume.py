@@ -128,10 +128,12 @@ async def iter_completed(
     lock = RunLock(out_dir, "resume")
     if not await asyncio.to_thread(out_dir.is_dir):
         raise InputError(f"output_dir {out_dir} is not a folder")
+    if not isinstance(redownload, bool):
+        # Read only, before the run is opened: a refused list changes nothing on disk.
+        redownload = await asyncio.to_thread(known_segments, redownload, given, out_dir)
     await asyncio.to_thread(lock.acquire)
     try:
         registry, settings = await asyncio.to_thread(open_run, given, out_dir, csv=write_registry)
-        redownload = known_segments(redownload, registry.jobs)
         run = JobDriver(
             registry.jobs,
             out_dir,

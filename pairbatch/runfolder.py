@@ -224,13 +224,14 @@ def open_run(given: list[Job], output_dir: Path, *, csv: bool) -> tuple[Registry
     return registry, settings
 
 
-def known_segments(redownload: Iterable[int] | bool, jobs: list[Job]) -> frozenset[int] | bool:
+def known_segments(redownload: Iterable[int], given: list[Job], output_dir: Path) -> frozenset[int]:
     """``redownload`` as a set, refused if it names a segment the run does not have
-    (a typo would otherwise fetch nothing, silently)."""
-    if isinstance(redownload, bool):
-        return redownload
+    (a typo would otherwise fetch nothing, silently); reads only (blocking)."""
     wanted = frozenset(redownload)
-    known = {job.segment_index for job in jobs}
+    if not wanted:
+        return wanted
+    recorded = read_registry(output_dir) if holds_registry(output_dir) or not given else []
+    known = {job.segment_index for job in [*given, *recorded]}
     unknown = sorted(wanted - known)
     if unknown:
         have = f"segments {min(known)}-{max(known)}" if known else "no segments"

@@ -256,6 +256,7 @@ async def test_deleted_results_of_a_done_job_is_named_and_can_be_fetched_again(
         cli = await run_cli("resume", out, "--no-progress", env=emu.env())
         assert cli.rc == 1 and "batch_02_results.parquet" in cli.stderr
         # A segment the run does not have is a typo, not "fetch nothing".
+        before = snapshot(out)  # the CLI's resume wrote the registry CSV
         cli = await run_cli("resume", out, "--redownload", "2,7", env=emu.env())
         assert cli.rc == 2 and "segment(s) 7 not in this run (segments 1-3)" in cli.stderr
         assert snapshot(out) == before
