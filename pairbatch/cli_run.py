@@ -148,12 +148,10 @@ async def _resume(args: argparse.Namespace, **extra: Any) -> tuple[int, Any]:
 
 async def _status(args: argparse.Namespace) -> int:
     from pairbatch.manage import budget_line, live_states, status_frame
-    from pairbatch.registry import read_registry
+    from pairbatch.registry import read_registry, require_run
     from pairbatch.status_view import render
 
-    folder = Path(args.output_dir)
-    if not await asyncio.to_thread(folder.is_dir):
-        raise InputError(f"{folder} is not a run folder")
+    folder = await asyncio.to_thread(require_run, args.output_dir)
     live = await live_states(folder) if args.refresh else None
     jobs = await asyncio.to_thread(read_registry, folder)
     table = status_frame(jobs, live)

@@ -187,13 +187,13 @@ def read_qualities(path: str) -> dict[str, float]:
     texts = frame["text"].cast(pl.Utf8).to_list()
     qualities: dict[str, float] = {}
     for row, (text, value) in enumerate(zip(texts, frame["quality"].to_list(), strict=True), 1):
-        try:
-            quality = float(value)
-        except (TypeError, ValueError):
-            quality = math.nan
         if text is None or value is None:
             column = "text" if text is None else "quality"
             raise InputError(f"{source}: row {row}: {column} is missing")
+        try:
+            quality = float(value)
+        except (TypeError, ValueError):  # a Parquet column of another type
+            quality = math.nan
         if not math.isfinite(quality):
             raise InputError(f"{source}: row {row}: quality {value!r} is not a finite number")
         if text in qualities:
