@@ -26,7 +26,7 @@ import orjson
 import polars as pl
 
 from pairbatch import _crash
-from pairbatch._fs import atomic_write_bytes
+from pairbatch._fs import atomic_write_bytes, atomic_writer
 from pairbatch.adaptive_select import Design, Strategy
 from pairbatch.adaptive_study import (
     EXHAUSTED,
@@ -292,7 +292,7 @@ def plot_rounds(result: AdaptiveResult, path: str | os.PathLike[str]) -> Path:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    with atomic_writer(out) as handle:  # written whole or not at all, folder made
+        fig.savefig(handle, format="png", dpi=120)
     plt.close(fig)
     return out

@@ -17,6 +17,7 @@ from typing import Any
 
 import polars as pl
 
+from pairbatch._fs import atomic_writer
 from pairbatch.cli_args import count, non_negative
 from pairbatch.errors import InputError
 
@@ -91,12 +92,13 @@ def _checked_outputs(args: argparse.Namespace) -> Path | None:
 
 
 def _write_table(frame: pl.DataFrame, out: Path) -> None:
-    """``frame`` as CSV or Parquet (by ``out``'s suffix), its folder made if missing."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".csv":
-        frame.write_csv(out)
-    else:
-        frame.write_parquet(out)
+    """``frame`` as CSV or Parquet (by ``out``'s suffix), written whole or not at all
+    (temp name, fsync, rename), its folder made if missing."""
+    with atomic_writer(out) as handle:
+        if out.suffix.lower() == ".csv":
+            frame.write_csv(handle)
+        else:
+            frame.write_parquet(handle)
 
 
 def _check_target(flag: str, target: Path) -> None:
