@@ -39,7 +39,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Defaults shown where they say something: not for on/off flags (``--no-preflight``
+    "(default: True)" read as "skipped by default") nor for an unset value."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.nargs == 0 or action.default in (None, (), [], argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
 
 
 # ---------------------------------------------------------------- the parser

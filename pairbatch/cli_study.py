@@ -20,6 +20,7 @@ import polars as pl
 from pairbatch._fs import atomic_writer
 from pairbatch.cli_args import count, non_negative
 from pairbatch.errors import InputError
+from pairbatch.tables import read_table
 
 STUDY_COMMANDS = ("scores", "report", "latent-emulator", "adaptive")
 
@@ -180,10 +181,7 @@ def read_qualities(path: str) -> dict[str, float]:
     source = Path(path)
     if not source.is_file():
         raise InputError(f"qualities file not found: {source}")
-    if source.suffix == ".parquet":
-        frame = pl.read_parquet(source)
-    else:
-        frame = pl.read_csv(source, infer_schema=False)  # every value as written
+    frame = read_table(source, "qualities")  # every CSV value as written
     if not {"text", "quality"} <= set(frame.columns):
         raise InputError(f"{source} must have columns 'text' and 'quality'")
     texts = frame["text"].cast(pl.Utf8).to_list()

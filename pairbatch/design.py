@@ -28,6 +28,7 @@ from pairbatch.pairs import (
     separator_hint,
     unordered_key_expr,
 )
+from pairbatch.tables import read_table
 
 log = logging.getLogger("pairbatch.design")
 
@@ -68,7 +69,7 @@ def read_samples(
     if missing:
         raise InputError(
             f"{name} must contain columns {id_col!r} and {text_col!r}"
-            + separator_hint(frame.columns)
+            + separator_hint(frame.columns, missing)
         )
     frame = frame.select(pl.col(id_col).alias("ID"), pl.col(text_col).alias("text"))
     return check_samples(frame, name)
@@ -84,17 +85,9 @@ def _read_path(path: Path) -> pl.DataFrame:
         )
     if not path.exists():
         raise InputError(f"samples file not found: {path}")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            return pl.read_parquet(path)
-        if suffix in (".csv", ".tsv"):
-            # IDs must stay text ("007" is not 7), so nothing is type-inferred.
-            sep = "\t" if suffix == ".tsv" else ","
-            return pl.read_csv(path, separator=sep, infer_schema=False)
-    except pl.exceptions.PolarsError as exc:
-        raise InputError(f"cannot read samples file {path}: {exc}") from exc
-    raise InputError(f"samples file {path} must end in .csv, .tsv or .parquet, or be a folder")
+    if path.suffix.lower() not in (".csv", ".tsv", ".parquet"):
+        raise InputError(f"samples file {path} must end in .csv, .tsv or .parquet, or be a folder")
+    return read_table(path, "samples")
 
 
 def _count(height: int, fraction: float | None, n: int | None, *, rounding: str) -> int:

@@ -7,6 +7,7 @@ import math
 import os
 import re
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -14,6 +15,7 @@ import polars as pl
 
 from pairbatch._fs import atomic_writer
 from pairbatch.errors import InputError
+from pairbatch.tables import read_table
 
 log = logging.getLogger("pairbatch.pairs")
 
@@ -41,8 +43,13 @@ def write_parquet(frame: pl.DataFrame, handle: BinaryIO) -> None:
         frame.write_parquet(handle)
 
 
-def separator_hint(columns: list[str]) -> str:
-    """When a table read as CSV came out as one column, what its name suggests."""
+def separator_hint(columns: list[str], missing: Sequence[str] = ()) -> str:
+    """What a table's columns suggest when required ones are missing: a table read as
+    one column is likely another separator's; ``id1`` for ``ID1`` a matter of case."""
+    by_case = {c.casefold(): c for c in columns}
+    near = [f"{by_case[m.casefold()]!r} for {m!r}" for m in missing if m.casefold() in by_case]
+    if near:
+        return f" (found {', '.join(near)}: column names are case-sensitive)"
     if len(columns) == 1:
         for sep in (";", "\t", "|"):
             if sep in columns[0]:
@@ -72,7 +79,7 @@ def load_pairs(pairs: PairsSource) -> pl.DataFrame:
     if missing:
         raise InputError(
             f"{source} must contain columns: {', '.join(REQUIRED_COLUMNS)}. "
-            f"Missing: {', '.join(missing)}{separator_hint(frame.columns)}"
+            f"Missing: {', '.join(missing)}{separator_hint(frame.columns, missing)}"
         )
     if frame.height == 0:
         raise InputError(f"{source} has no rows")
@@ -100,20 +107,7 @@ def load_pairs(pairs: PairsSource) -> pl.DataFrame:
 
 
 def _read_table(path: Path) -> pl.DataFrame:
-    if not path.exists():
-        raise InputError(f"pairs file not found: {path}")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            return pl.read_parquet(path)
-        if suffix in (".csv", ".tsv"):
-            # IDs must stay text ("007" is not 7), so nothing is type-inferred.
-            return pl.read_csv(
-                path, separator="\t" if suffix == ".tsv" else ",", infer_schema=False
-            )
-    except pl.exceptions.PolarsError as exc:
-        raise InputError(f"cannot read pairs file {path}: {exc}") from exc
-    raise InputError(f"pairs file {path} must end in .csv, .tsv or .parquet")
+    return read_table(path, "pairs")
 
 
 def escape_id(value: str) -> str:

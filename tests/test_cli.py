@@ -281,6 +281,11 @@ _OUT = ["--output-dir", "{out}"]
         ),
         pytest.param(["resume", "{binreg}", "--no-progress"], "not UTF-8", id="binary-registry"),
         pytest.param(
+            ["submit", "{ragged}", *SUBMIT_FLAGS, "--n-segments", "2", *_OUT],
+            "ragged.csv: row 2 (line 3) has 5 field(s), the header has 4",
+            id="ragged-pairs",
+        ),
+        pytest.param(
             ["submit", "{pairs}", "--backend", "foo", "--model", "m"], "foo", id="backend"
         ),
     ],
@@ -295,7 +300,10 @@ async def test_usage_errors_exit_2_with_one_line(
     binreg = tmp_path / "binreg"
     binreg.mkdir()
     (binreg / "jobs_registry.csv").write_bytes(b"segment_index,provider\n\xff\x00\x01")
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("ID1,text1,ID2,text2\na,x,b,y\nc,x,d,y,z\n")
     names = {
+        "ragged": ragged,
         "pairs": pairs_csv[0],
         "bad": _write_bad_pairs(tmp_path),
         "out": tmp_path / "out",
@@ -367,3 +375,14 @@ async def test_demo_small(tmp_path: Path) -> None:
         "demo", "--output-dir", "tmp", "--pairs", "10", "--latency", "0.2", cwd=tmp_path
     )
     assert again.rc == 0, again.stderr
+
+
+@pytest.mark.parametrize("command", ["submit", "resume", "adaptive", "retry"])
+async def test_help_shows_no_misleading_defaults(command: str) -> None:
+    ran = await run_cli(command, "--help")
+    assert ran.rc == 0, ran.stderr
+    # An on/off flag's "default" is the opposite of what the flag does; None says nothing.
+    for noise in ("(default: True)", "(default: False)", "(default: None)"):
+        assert noise not in ran.stdout, (noise, ran.stdout)
+    if command in ("submit", "resume"):
+        assert "(default: 60.0)" in ran.stdout or "(default: as_given)" in ran.stdout

@@ -1,0 +1,78 @@
+"""Reading a user's table (CSV, TSV or Parquet) with errors a user can act on.
+
+Polars' CSV errors are written for Polars users: which reader option to set
+(``truncate_ragged_lines``, ``infer_schema_length``...), often with no row number. A
+file that fails is read again with the standard ``csv`` module, strictly, only to say
+*where* it breaks: the line of an unbalanced quote, or the row whose fields do not
+match the header. The table itself is always Polars' reading.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import polars as pl
+
+from pairbatch.errors import InputError
+
+_SUFFIXES = ".csv, .tsv or .parquet"
+
+
+def read_table(path: Path, what: str) -> pl.DataFrame:
+    """``path`` as a frame, every CSV value as written (IDs such as ``007`` stay text).
+
+    ``what`` names the file in errors (``"pairs"``: "pairs file not found: ..."). A
+    file that cannot be read raises :class:`InputError` in one line naming the file and,
+    for a CSV, the line or row where it breaks.
+    """
+    if not path.exists():
+        raise InputError(f"{what} file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".tsv", ".parquet"):
+        raise InputError(f"{what} file {path} must end in {_SUFFIXES}")
+    try:
+        if suffix == ".parquet":
+            return pl.read_parquet(path)
+        separator = "\t" if suffix == ".tsv" else ","
+        return pl.read_csv(path, separator=separator, infer_schema=False)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        reason = None if suffix == ".parquet" else csv_problem(path, separator)
+        raise InputError(f"cannot read {what} file {path}: {reason or first_line(exc)}") from exc
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message, its first line only (Polars appends advice about its own
+    reader options, which a CLI user cannot set)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def csv_problem(path: Path, separator: str) -> str | None:
+    """Where a CSV breaks, read strictly: a byte that is not UTF-8, a quote left open,
+    or a row of the wrong width. ``None`` when this reading finds nothing wrong (the
+    caller then gives Polars' own reason)."""
+    try:
+        with path.open("rb") as raw:
+            for number, line in enumerate(raw, start=1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    byte = line[exc.start : exc.start + 1].hex()
+                    where = f"byte {exc.start + 1} of the line"
+                    return f"line {number} is not UTF-8 text (0x{byte} at {where})"
+        with path.open(encoding="utf-8", newline="") as handle:
+            reader = csv.reader(handle, delimiter=separator, strict=True)
+            try:
+                header = next(reader, None)
+                for number, row in enumerate(reader, start=1):
+                    if header is not None and row and len(row) != len(header):
+                        return (
+                            f"row {number} (line {reader.line_num}) has {len(row)} "
+                            f"field(s), the header has {len(header)}"
+                        )
+            except csv.Error as exc:
+                return f"line {reader.line_num}: {exc} (is a quote left open?)"
+    except OSError:
+        return None
+    return None
