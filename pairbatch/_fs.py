@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from pairbatch.errors import InputError
+
 
 def temp_name(path: str | os.PathLike[str]) -> Path:
     """A unique sibling of ``path`` that readers of ``path`` will never mistake for it."""
@@ -64,3 +66,17 @@ def atomic_writer(
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> None:
     with atomic_writer(path, fsync=fsync) as handle:
         handle.write(data)
+
+
+def check_target(label: str, target: str | os.PathLike[str]) -> None:
+    """Refuse an output path that cannot be written, before the work that makes its
+    content: missing folders are made when it is written (:func:`atomic_writer`), so
+    only a file in the way, or a folder as the target, is an error."""
+    path = Path(target).absolute()
+    if path.is_dir():
+        raise InputError(f"{label}: {path} is a folder")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"{label}: {ancestor} is a file, not a folder")

@@ -17,7 +17,7 @@ from typing import Any
 
 import polars as pl
 
-from pairbatch._fs import atomic_writer
+from pairbatch._fs import atomic_writer, check_target
 from pairbatch.cli_args import count, non_negative
 from pairbatch.errors import InputError
 from pairbatch.tables import read_table
@@ -86,7 +86,7 @@ def _checked_outputs(args: argparse.Namespace) -> Path | None:
         raise InputError(f"--scores-out must end in .csv or .parquet, got {out.name!r}")
     for flag, target in (("--scores-out", out), ("--plot", args.plot)):
         if target is not None:
-            _check_target(flag, Path(target).absolute())
+            check_target(flag, Path(target))
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise InputError("--plot needs matplotlib: pip install 'pairbatch[report]'")
     return out
@@ -102,19 +102,6 @@ def _write_table(frame: pl.DataFrame, out: Path) -> None:
             frame.write_parquet(handle)
 
 
-def _check_target(flag: str, target: Path) -> None:
-    """Refuse an output path that cannot be written: missing folders are made when it
-    is written, as everywhere else, so only a file in the way (or a folder as the
-    target) is an error."""
-    if target.is_dir():
-        raise InputError(f"{flag}: {target} is a folder")
-    ancestor = target.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise InputError(f"{flag}: {ancestor} is a file, not a folder")
-
-
 def run_study_command(args: argparse.Namespace) -> int | None:
     """Run a study command; None when ``args.command`` is not one."""
     if args.command == "scores":
@@ -122,6 +109,7 @@ def run_study_command(args: argparse.Namespace) -> int | None:
     if args.command == "report":
         from pairbatch.report import write_report
 
+        check_target("--out", args.out)
         path = write_report(args.runs, args.out, position_effect=args.position_effect)
         print(f"wrote {path}")
         return 0

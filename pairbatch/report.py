@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 import polars as pl
 
-from pairbatch._fs import atomic_write_bytes
+from pairbatch._fs import atomic_write_bytes, check_target
 from pairbatch.analysis import GROUP_COLUMNS, position_bias, require_extra, reverse_consistency
 from pairbatch.errors import InputError
 from pairbatch.outcomes import load_outcome
@@ -261,7 +261,8 @@ def _page(parts: list[str]) -> str:
 
 
 def write_report(runs: Sequence[RunPath], out: RunPath, *, position_effect: bool = False) -> Path:
-    """Load ``runs`` and write the HTML report to ``out``."""
+    """Load ``runs`` and write the HTML report to ``out`` (its folder made if missing)."""
+    check_target("report", out)
     text = build_report(load_runs(runs), position_effect=position_effect)
     path = Path(out)
     atomic_write_bytes(path, text.encode("utf-8"))

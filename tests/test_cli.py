@@ -280,6 +280,10 @@ _OUT = ["--output-dir", "{out}"]
             id="option-nan",
         ),
         pytest.param(["resume", "{binreg}", "--no-progress"], "not UTF-8", id="binary-registry"),
+        pytest.param(["report", "{empty}", "--out", "{empty}"], "is a folder", id="report-dir"),
+        pytest.param(
+            ["report", "{empty}", "--out", "{pairs}/r.html"], "not a folder", id="report-file"
+        ),
         pytest.param(
             ["submit", "{ragged}", *SUBMIT_FLAGS, "--n-segments", "2", *_OUT],
             "ragged.csv: row 2 (line 3) has 5 field(s), the header has 4",

@@ -13,7 +13,8 @@ import pairbatch
 from pairbatch.analysis import position_bias, reverse_consistency
 from pairbatch.cli import main
 from pairbatch.design import apply_order, balanced_pairs
-from pairbatch.report import load_runs
+from pairbatch.errors import InputError
+from pairbatch.report import load_runs, write_report
 from pairbatch.summary import NOTE_NOT_RANDOMISED, summarize
 from pairbatch.testing import ProviderEmulator
 from pairbatch.testing.judge import LatentJudge
@@ -87,6 +88,11 @@ async def test_end_to_end_study_scores_and_report(
         and "https://" not in page
     )
     assert "x_vs_y" in page and "q&quot;t" in page
+    # A folder as the target is refused before the report is built, naming it.
+    with pytest.raises(InputError, match="report: .* is a folder"):
+        write_report([run], tmp_path)
+    nested = tmp_path / "new" / "deeper" / "report.html"
+    assert write_report([run], nested) == nested and nested.read_text(encoding="utf-8")
 
 
 def test_summary_withholds_the_rate_when_order_was_not_randomised() -> None:
