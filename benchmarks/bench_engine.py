@@ -1,6 +1,9 @@
 """Draining 1,000 finished jobs over 3 providers, each rate-limited to 50 req/s by the server.
 
-Run by hand:  .venv/bin/python benchmarks/bench_engine.py [--jobs 1000] [--rate 50]
+Run by hand:  .venv/bin/python benchmarks/bench_engine.py [--jobs 1000] [--rate 50] [--repeat 5]
+
+On a 2-core machine shared with the emulator the same drain varies by +-30 % from run to
+run (4.3-7.1 s at 200 req/s, measured): judge it on the median of ``--repeat`` drains.
 
 Every job's batch has already ended, so each needs one status poll plus its downloads
 (OpenAI: output file; Anthropic: results; Gemini inline: none). The providers' limits are
@@ -194,17 +197,24 @@ async def unlimited_drain(per_provider: int, root: Path) -> tuple[float, float]:
         await emu.close()
 
 
-async def main(n_jobs: int, rate: float) -> None:
+async def main(n_jobs: int, rate: float, repeat: int = 1) -> None:
     per_provider = n_jobs // len(MODELS)
     emu = await RemoteEmulator.start(rate)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            for name in ("pairbatch", "sequential"):
+            names = [f"pairbatch{k}" for k in range(repeat)]
+            for name in (*names, "sequential"):
                 await submit_all(emu, Path(tmp) / name, per_provider)  # type: ignore[arg-type]
-            ours, ours_cpu = await measured_drain(emu, Path(tmp) / "pairbatch", rate)
-            stats = json.loads(await emu.command("stats"))
-            requests = {p: stats[p][0] for p in MODELS}
-            limited = {p: stats[p][1] for p in MODELS}
+            drains: list[tuple[float, float]] = []
+            requests = dict.fromkeys(MODELS, 0)
+            limited = dict.fromkeys(MODELS, 0)
+            for name in names:
+                drains.append(await measured_drain(emu, Path(tmp) / name, rate))
+                stats = json.loads(await emu.command("stats"))
+                # The worst repeat's counts: the target holds for every drain or not.
+                requests = {p: max(requests[p], stats[p][0]) for p in MODELS}
+                limited = {p: max(limited[p], stats[p][1]) for p in MODELS}
+            ours, ours_cpu = sorted(drains)[len(drains) // 2]  # the median drain
             sequential = await drain_sequential(emu, Path(tmp) / "sequential", rate)  # type: ignore[arg-type]
             # The same drain with no server limit: how long the client alone needs.
             alone, alone_cpu = await unlimited_drain(per_provider, Path(tmp) / "alone")
@@ -215,6 +225,9 @@ async def main(n_jobs: int, rate: float) -> None:
     jobs = per_provider * len(MODELS)
     print(f"{jobs} jobs, server limit {rate:g} req/s per provider")
     print(f"  ideal drain (max requests/rate):   {ideal:7.2f} s")
+    if len(drains) > 1:
+        each = ", ".join(f"{seconds / ideal:.2f}x" for seconds, _ in drains)
+        print(f"  {len(drains)} drains (the median is used below): {each}")
     print(
         f"  pairbatch resume_multi_batches:    {ours:7.2f} s  = {ours / ideal:.2f}x ideal "
         f"(client CPU {ours_cpu / jobs * 1000:.1f} ms a job)"
@@ -238,5 +251,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="limited drains (fresh runs); the median is used"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.jobs, args.rate))
+    asyncio.run(main(args.jobs, args.rate, args.repeat))
