@@ -68,3 +68,10 @@ class UnresolvedBatchError(PairbatchError):
 class ProviderUnreachableError(PairbatchError):
     """A provider that has not answered once in this run (refused, DNS, TLS, timeout):
     every job of it would fail the same way, so the run stops with one line."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message, its first line only (Polars appends advice about its own
+    reader options, which a CLI user cannot set)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

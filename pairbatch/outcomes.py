@@ -14,6 +14,7 @@ import attrs
 import polars as pl
 
 from pairbatch._fs import atomic_writer, fsync_dir, temp_name
+from pairbatch.errors import first_line
 from pairbatch.integrity import DamagedFileError, verify
 from pairbatch.models import FileCheck, Job, JobStatus, utcnow
 from pairbatch.pairs import write_parquet
@@ -183,7 +184,7 @@ def _read_checked(job: Job, path: str, remedy: str) -> pl.DataFrame | None:
     except FileNotFoundError:
         raise DamagedFileError(path, "the file is missing", remedy) from None
     except (OSError, pl.exceptions.PolarsError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise DamagedFileError(path, f"cannot be read as Parquet ({first})", remedy) from None
     verify(path, check, rows=frame.height, remedy=remedy)
     return frame

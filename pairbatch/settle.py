@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from pairbatch.chunked import Segment, settle_chunked
-from pairbatch.errors import InputError
+from pairbatch.errors import InputError, first_line
 from pairbatch.integrity import DamagedFileError, describe, verify
 from pairbatch.models import BatchState, BatchStatus, FileCheck, Job, utcnow
 from pairbatch.normalize import empty_failed, failed_attempts_from_pairs, normalize_results
@@ -199,7 +199,7 @@ def segment_pairs(job: Job) -> pl.DataFrame:
     except (InputError, FileNotFoundError):
         raise DamagedFileError(path, "the file is missing", remedy) from None
     except (OSError, pl.exceptions.PolarsError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise DamagedFileError(path, f"cannot be read ({first})", remedy) from None
     verify(path, job.file_check(path), rows=pairs.height, remedy=remedy)
     if job.n_pairs and pairs.height != job.n_pairs:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pairbatch.errors import InputError
+from pairbatch.errors import InputError, first_line
 
 _SUFFIXES = ".csv, .tsv or .parquet"
 
@@ -39,13 +39,6 @@ def read_table(path: Path, what: str) -> pl.DataFrame:
     except (pl.exceptions.PolarsError, OSError) as exc:
         reason = None if suffix == ".parquet" else csv_problem(path, separator)
         raise InputError(f"cannot read {what} file {path}: {reason or first_line(exc)}") from exc
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's message, its first line only (Polars appends advice about its own
-    reader options, which a CLI user cannot set)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 def csv_problem(path: Path, separator: str) -> str | None:
