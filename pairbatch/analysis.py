@@ -16,7 +16,7 @@ import attrs
 import polars as pl
 
 from pairbatch.errors import InputError, PairbatchError
-from pairbatch.pairs import ordered_key_expr, unordered_key_expr
+from pairbatch.pairs import check_verdicts, ordered_key_expr, unordered_key_expr
 
 log = logging.getLogger("pairbatch.analysis")
 
@@ -82,13 +82,7 @@ def verdict_rows(frame: pl.DataFrame, direction: str | None = None) -> pl.DataFr
         first, second = sample == "SAMPLE_1", sample == "SAMPLE_2"
         winner = pl.when(first).then(pl.col("ID1")).when(second).then(pl.col("ID2"))
     ids = ids.with_columns(winner.alias("better_id"))
-    bad = ids.filter(
-        pl.col("better_id").is_not_null()
-        & (pl.col("better_id") != pl.col("ID1"))
-        & (pl.col("better_id") != pl.col("ID2"))
-    )
-    if bad.height:
-        raise InputError(f"results: better_id {bad['better_id'][0]!r} is neither ID1 nor ID2")
+    check_verdicts(ids)
     out = ids.filter(pl.col("better_id").is_not_null()).with_columns(
         unordered_key_expr().alias("key"),
         ordered_key_expr().alias("_okey"),

@@ -15,6 +15,7 @@ import attrs
 import polars as pl
 
 from pairbatch.errors import InputError
+from pairbatch.pairs import check_verdicts
 
 __all__ = ["EloFit", "elo"]
 
@@ -67,6 +68,7 @@ def elo(
         raise InputError(f"results must contain columns ID1, ID2, better_id; missing {missing}")
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
         raise InputError(f"runs must be a positive integer, got {runs!r}")
+    check_verdicts(results)
     frame = results.select(pl.col("ID1", "ID2", "better_id").cast(pl.Utf8)).drop_nulls()
     loser = pl.when(pl.col("better_id") == pl.col("ID1")).then(pl.col("ID2"))
     frame = frame.with_columns(

@@ -110,6 +110,22 @@ def _read_table(path: Path) -> pl.DataFrame:
     return read_table(path, "pairs")
 
 
+def check_verdicts(frame: pl.DataFrame, source: str = "results") -> None:
+    """Refuse a verdict (``better_id``, null for none) naming neither ``ID1`` nor ``ID2``,
+    or a row comparing an ID with itself, naming its 1-based row."""
+    ids = frame.select(pl.col("ID1", "ID2", "better_id").cast(pl.Utf8))
+    named = pl.col("better_id").is_not_null()
+    wrong = named & (pl.col("better_id") != pl.col("ID1")) & (pl.col("better_id") != pl.col("ID2"))
+    for problem, what in (
+        (wrong, "better_id {better_id!r} is neither ID1 {ID1!r} nor ID2 {ID2!r}"),
+        (named & (pl.col("ID1") == pl.col("ID2")), "compares ID {ID1!r} with itself"),
+    ):
+        hits = ids.with_row_index("_row", offset=1).filter(problem)
+        if hits.height:
+            row = hits.row(0, named=True)
+            raise InputError(f"{source}: row {row['_row']}: " + what.format(**row))
+
+
 def escape_id(value: str) -> str:
     """One ID as it appears inside a key: ``\\`` and ``:`` escaped with a backslash."""
     return value.replace("\\", "\\\\").replace(":", "\\:")

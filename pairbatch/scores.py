@@ -29,6 +29,7 @@ import polars as pl
 from pairbatch.analysis import require_extra
 from pairbatch.elo import EloFit, elo
 from pairbatch.errors import InputError
+from pairbatch.pairs import check_verdicts
 
 log = logging.getLogger("pairbatch.scores")
 
@@ -83,14 +84,8 @@ def _prepare(results: pl.DataFrame) -> _Data:
     missing = [c for c in ("ID1", "ID2", "better_id") if c not in results.columns]
     if missing:
         raise InputError(f"results must contain columns ID1, ID2, better_id; missing {missing}")
+    check_verdicts(results)
     frame = results.select(pl.col("ID1", "ID2", "better_id").cast(pl.Utf8)).drop_nulls("better_id")
-    bad = frame.filter(
-        (pl.col("better_id") != pl.col("ID1")) & (pl.col("better_id") != pl.col("ID2"))
-    )
-    if bad.height:
-        raise InputError(f"results: better_id {bad['better_id'][0]!r} is neither ID1 nor ID2")
-    if frame.filter(pl.col("ID1") == pl.col("ID2")).height:
-        raise InputError("results: a row compares an ID with itself")
     if frame.height == 0:
         raise InputError("results hold no verdicts to score")
     ids_series = pl.concat([frame["ID1"], frame["ID2"]]).unique().sort()

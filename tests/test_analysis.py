@@ -84,8 +84,8 @@ def test_order_role_column_and_groups() -> None:
 def test_bad_inputs_are_one_line_errors() -> None:
     with pytest.raises(InputError, match="better_id"):
         reverse_consistency(pl.DataFrame({"ID1": ["a"], "ID2": ["b"]}))
-    with pytest.raises(InputError, match="neither ID1 nor ID2"):
-        reverse_consistency(verdicts([("a", "b", "c")]))
+    with pytest.raises(InputError, match="row 2: better_id 'c' is neither ID1 'a' nor ID2 'b'"):
+        reverse_consistency(verdicts([("a", "b", "a"), ("a", "b", "c")]))
     with pytest.raises(InputError, match="both orders"):
         position_bias(verdicts([("a", "b", "a")]))
 

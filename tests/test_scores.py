@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import polars as pl
@@ -216,3 +217,13 @@ def test_elo_ranks_and_reliability() -> None:
     assert one.ratings.select("id", "elo").rows() == [("a", 50.0), ("b", -50.0)]
     with pytest.raises(InputError, match="runs"):
         elo(results, runs=0)
+
+
+@pytest.mark.parametrize("fit", [bradley_terry, elo], ids=["bt", "elo"])
+def test_a_bad_verdict_is_named_by_its_row(fit: Callable[..., object]) -> None:
+    rows = {"ID1": ["a", "b", "c"], "ID2": ["b", "c", "a"], "better_id": ["a", None, "z"]}
+    with pytest.raises(InputError, match=r"^results: row 3: better_id 'z' is neither ID1 'c' nor"):
+        fit(pl.DataFrame(rows))
+    itself = {"ID1": ["a", "b"], "ID2": ["b", "b"], "better_id": ["a", "b"]}
+    with pytest.raises(InputError, match=r"^results: row 2: compares ID 'b' with itself"):
+        fit(pl.DataFrame(itself))
