@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 from pairbatch.cli_args import (
     EXIT_FAILURES,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
     EXIT_USAGE,
     PROVIDERS,
     UsageError,
@@ -197,6 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupted(args: argparse.Namespace) -> str:
+    """What a Ctrl-C leaves and how to go on: each command's own way."""
+    folder = getattr(args, "output_dir", None)
+    if args.command in ("submit", "resume", "retry", "cancel") and folder:
+        again = f"pairbatch resume {shlex.quote(str(folder))}"
+        return f"interrupted; the registry is consistent, run `{again}` to go on"
+    if args.command == "adaptive":
+        return "interrupted; the study is consistent, run the same `pairbatch adaptive` to go on"
+    return "interrupted"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -210,11 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return code
         return int(asyncio.run(COMMANDS[args.command](args)))
     except KeyboardInterrupt:
-        print(
-            "interrupted; the registry is consistent, run `pairbatch resume` to go on",
-            file=sys.stderr,
-        )
-        return EXIT_FAILURES
+        if args.command in ("emulator", "latent-emulator"):
+            return EXIT_OK  # Ctrl-C is how a served emulator is stopped
+        print(_interrupted(args), file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (UsageError, InputError, RegistryError, FileNotFoundError) as exc:
         print(f"pairbatch: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE

@@ -10,6 +10,8 @@ from typing import Any
 from pairbatch.models import Provider
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+# 128 + SIGINT, as shells report a Ctrl-C'd command.
+EXIT_INTERRUPTED = 130
 PROVIDERS = tuple(p.value for p in Provider)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -390,3 +391,41 @@ async def test_help_shows_no_misleading_defaults(command: str) -> None:
         assert noise not in ran.stdout, (noise, ran.stdout)
     if command in ("submit", "resume"):
         assert "(default: 60.0)" in ran.stdout or "(default: as_given)" in ran.stdout
+
+
+async def test_ctrl_c_says_how_to_go_on_and_exits_130(
+    tmp_path: Path, pairs_csv: tuple[Path, pl.DataFrame]
+) -> None:
+    path, _ = pairs_csv
+    out = tmp_path / "my run"
+    async with ProviderEmulator(latency=60.0) as emu:
+        env = emu.env()
+        ran = await run_cli(
+            "submit", path, *SUBMIT_FLAGS, "--n-segments", "2", "--output-dir", out, env=env
+        )
+        assert ran.rc == 0, ran.stderr
+        base = {k: v for k, v in os.environ.items() if not k.endswith(_PROVIDER_ENV)}
+        polls = emu.stats.count("openai")
+        proc = await asyncio.create_subprocess_exec(
+            *CLI,
+            "resume",
+            str(out),
+            "--interval-seconds",
+            "0.2",
+            stderr=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            env=base | dict(env),
+        )
+        # Interrupted once it is polling (a Ctrl-C during start-up is Python's own).
+        for _ in range(300):
+            if emu.stats.count("openai") > polls + 2:
+                break
+            await asyncio.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode == 130, err
+    lines = err.decode().strip().splitlines()
+    assert lines == [
+        f"interrupted; the registry is consistent, run `pairbatch resume '{out}'` to go on"
+    ]
+    assert all(not job.done for job in read_registry(out))
