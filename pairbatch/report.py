@@ -48,8 +48,15 @@ def load_runs(runs: Sequence[RunPath]) -> RunData:
     """Read the per-segment results and failures that resume stored, as the registry
     lists them. Stored keys are kept as they are; analyses recompute their own."""
     results, failures, jobs = [], [], []
+    seen: dict[Path, RunPath] = {}
     for run in runs:
         folder = require_run(run)
+        # The same folder twice would count every verdict twice (and inflate the
+        # reliability), however it is spelled.
+        key = folder.resolve()
+        if key in seen:
+            raise InputError(f"run folder {run} is given twice (also as {seen[key]})")
+        seen[key] = run
         for job in read_registry(folder):
             outcome = load_outcome(job) if job.done else None
             if outcome is not None and outcome.error:

@@ -63,6 +63,10 @@ async def test_end_to_end_study_scores_and_report(
     assert bias["p_sample1_overall"].item() > 0.5
 
     loaded = load_runs([run])
+    with pytest.raises(InputError, match=r"run folder .* is given twice \(also as "):
+        load_runs([run, tmp_path / "." / "run" / ""])
+    with pytest.raises(InputError, match="given twice"):
+        load_runs([run, run])
     assert loaded.combined is not None and loaded.combined.height == combined.height
     assert loaded.jobs["results"].sum() == combined.height
     summary = summarize(loaded.combined, loaded.failed)
