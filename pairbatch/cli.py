@@ -174,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     status = command("status", "a table of a run's jobs (reads only; no lock)")
     status.add_argument("output_dir", help="the run folder")
     status.add_argument("--wide", action="store_true", help="full batch ids and errors")
+    status.add_argument(
+        "--all",
+        dest="show_all",
+        action="store_true",
+        help="one line per job even in a big run (else counts, then the jobs to look at)",
+    )
     status.add_argument("--refresh", action="store_true", help="ask the providers for live states")
 
     retry = command("retry", "send a finished run's failed pairs again, as new segments")

@@ -155,7 +155,7 @@ async def _status(args: argparse.Namespace) -> int:
     live = await live_states(folder) if args.refresh else None
     jobs = await asyncio.to_thread(read_registry, folder)
     table = status_frame(jobs, live)
-    print(render(table, wide=args.wide))
+    print(render(table, wide=args.wide, show_all=args.show_all))
     line = await asyncio.to_thread(budget_line, folder, jobs)
     if line:
         print(line)
