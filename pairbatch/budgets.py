@@ -249,7 +249,7 @@ def plan_budget(
             (out_dir / SETTINGS_NAME).unlink()
         raise InputError(
             f"the run's estimate (~{total_in:,} input + {total_out:,} output tokens) costs "
-            f"about ${cost:,.2f}, over cost_cap=${budget.cost_cap:,.2f}; nothing was sent"
+            f"about {dollars(cost)}, over cost_cap={dollars(budget.cost_cap)}; nothing was sent"
         )
     _, later = admit(estimates, budget.limit)
     settings = read_settings(out_dir)
@@ -273,3 +273,11 @@ def plan_budget(
             budget.limit,
         )
     return set(later)
+
+
+def dollars(amount: float) -> str:
+    """``$1,234.56``; an amount under a cent keeps two significant digits (``$0.0034``),
+    so a small run's cost does not print as ``$0.00``."""
+    if amount == 0 or abs(amount) >= 0.01:
+        return f"${amount:,.2f}"
+    return f"${amount:.2g}"

@@ -100,5 +100,7 @@ def options(items: Sequence[str] | None) -> dict[str, Any]:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise UsageError(f"--option must look like NAME=VALUE, got {item!r}")
+        if name.strip() in out:
+            raise UsageError(f"--option {name.strip()} is given twice")
         out[name.strip()] = parse_option_value(value)
     return out

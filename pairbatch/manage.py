@@ -175,7 +175,7 @@ def budget_line(output_dir: str | os.PathLike[str], jobs: list[Job] | None = Non
     """Estimated tokens (and cost) of the run as submitted, and what the finished jobs'
     answers report so far; ``None`` for a run with no estimates (older versions).
     ``jobs``: the registry as already read (read here when not given)."""
-    from pairbatch.budgets import Prices, actual_tokens, read_estimates
+    from pairbatch.budgets import Prices, actual_tokens, dollars, read_estimates
     from pairbatch.outcomes import load_outcome
     from pairbatch.settings import read_settings
 
@@ -196,10 +196,10 @@ def budget_line(output_dir: str | os.PathLike[str], jobs: list[Job] | None = Non
     got_in, got_out = actual_tokens(frames)
     text = f"tokens: estimated {est_in:,} in + {est_out:,} out (at most)"
     if prices is not None:
-        text += f" ~${prices.cost(est_in, est_out):,.2f}"
+        text += f" ~{dollars(prices.cost(est_in, est_out))}"
     text += f"; answered so far {got_in:,} in + {got_out:,} out"
     if prices is not None:
-        text += f" = ${prices.cost(got_in, got_out):,.2f}"
+        text += f" = {dollars(prices.cost(got_in, got_out))}"
     limit = budget.get("enqueued_token_limit")
     if limit:
         text += f"; enqueued-token limit {limit:,}"

@@ -182,3 +182,12 @@ async def test_a_client_limit_within_the_providers_means_no_batch_is_refused(
         )
         assert emu.stats.batches_created["openai"] - before == 4  # none refused
     check_run(result, pairs)
+
+
+def test_dollars_keep_a_small_cost_visible() -> None:
+    from pairbatch.budgets import dollars
+
+    assert dollars(0) == "$0.00"
+    assert dollars(0.0023) == "$0.0023"  # not "$0.00", next to a cap of $0.00
+    assert dollars(0.01) == "$0.01"
+    assert dollars(1234.5) == "$1,234.50"

@@ -281,6 +281,22 @@ _OUT = ["--output-dir", "{out}"]
             id="option-nan",
         ),
         pytest.param(["resume", "{binreg}", "--no-progress"], "not UTF-8", id="binary-registry"),
+        pytest.param(
+            [
+                "submit",
+                "{pairs}",
+                *SUBMIT_FLAGS,
+                "--n-segments",
+                "2",
+                *_OUT,
+                "--option",
+                "temperature=0",
+                "--option",
+                "temperature=1",
+            ],
+            "--option temperature is given twice",
+            id="option-twice",
+        ),
         pytest.param(["report", "{empty}", "--out", "{empty}"], "is a folder", id="report-dir"),
         pytest.param(
             ["report", "{empty}", "--out", "{pairs}/r.html"], "not a folder", id="report-file"
