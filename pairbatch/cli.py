@@ -70,7 +70,11 @@ def _add_resume_flags(parser: argparse.ArgumentParser) -> None:
     add("--write-results-csv", action="store_true", help="write batch_NN_results.csv too")
     add("--no-keep-jsonl", dest="keep_jsonl", action="store_false", help="delete JSONL files")
     add("--write-combined-csv", action="store_true", help="write combined_results.csv")
-    add("--combined-csv-path", default=None, help="where the combined CSV goes")
+    add(
+        "--combined-csv-path",
+        default=None,
+        help="where the combined CSV goes (implies --write-combined-csv)",
+    )
     add("--tag-prefix", default="<BETTER_SAMPLE>", help="answer tag opening")
     add("--tag-suffix", default="</BETTER_SAMPLE>", help="answer tag closing")
     add("--openai-max-retries", type=count, default=3, help="attempts per OpenAI call")

@@ -124,7 +124,8 @@ async def _resume(args: argparse.Namespace, **extra: Any) -> tuple[int, Any]:
             tag_prefix=args.tag_prefix,
             tag_suffix=args.tag_suffix,
             verbose=args.verbose,
-            write_combined_csv=args.write_combined_csv,
+            # A path given means the file is wanted.
+            write_combined_csv=args.write_combined_csv or args.combined_csv_path is not None,
             combined_csv_path=args.combined_csv_path,
             openai_max_retries=args.openai_max_retries,
             max_concurrency=args.max_concurrency,

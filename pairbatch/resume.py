@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 import polars as pl
 
+from pairbatch._fs import check_target
 from pairbatch.budgets import Prices, actual_tokens
 from pairbatch.drive import JobDriver, ResumeOptions
 from pairbatch.errors import (
@@ -336,6 +337,9 @@ async def resume_multi_batches(
     arguments = dict(locals())
     if isinstance(retry_failed, bool) or not isinstance(retry_failed, int) or retry_failed < 0:
         raise InputError(f"'retry_failed' must be an integer >= 0, got {retry_failed!r}")
+    if write_combined_csv:  # a target that cannot be written is refused before the work
+        target = resolve_combined_path(load_jobs(jobs, output_dir)[1], combined_csv_path)
+        await asyncio.to_thread(check_target, "combined_csv_path", target)
     outcomes: dict[int, JobOutcome] = {}
     gen = iter_completed(
         jobs,

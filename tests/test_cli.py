@@ -445,3 +445,24 @@ async def test_ctrl_c_says_how_to_go_on_and_exits_130(
         f"interrupted; the registry is consistent, run `pairbatch resume '{out}'` to go on"
     ]
     assert all(not job.done for job in read_registry(out))
+
+
+async def test_a_combined_csv_path_alone_writes_the_file(
+    tmp_path: Path, pairs_csv: tuple[Path, pl.DataFrame]
+) -> None:
+    path, pairs = pairs_csv
+    out = tmp_path / "run"
+    async with ProviderEmulator(latency=0.1) as emu:
+        env = emu.env()
+        ran = await run_cli(
+            "submit", path, *SUBMIT_FLAGS, "--n-segments", "2", "--output-dir", out, env=env
+        )
+        assert ran.rc == 0, ran.stderr
+        # The path without --write-combined-csv: asking where it goes means it is wanted.
+        ran = await run_cli(
+            "resume", out, "--interval-seconds", "0.05", "--no-progress",
+            "--combined-csv-path", "all.csv", env=env,
+        )  # fmt: skip
+    assert ran.rc == 0, ran.stderr
+    assert f"combined results: {out / 'all.csv'}" in ran.stdout
+    assert pl.read_csv(out / "all.csv").height == pairs.height

@@ -212,6 +212,27 @@ async def test_combined_csv_creates_missing_folders(tmp_path: Path) -> None:
     assert result.combined_csv_path == target and target.exists()
 
 
+@pytest.mark.parametrize("where", ["a folder", "under a file"])
+async def test_a_combined_csv_target_that_cannot_be_written_is_refused_first(
+    tmp_path: Path, where: str
+) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    target = tmp_path if where == "a folder" else blocker / "all.csv"
+    async with ProviderEmulator(latency=0.1) as emu:
+        await submit(emu, "openai", study_pairs(6), tmp_path / "run", write_registry=True)
+        before = reg.registry_path(tmp_path / "run").read_bytes()
+        calls = sum(emu.stats.requests.values())
+        with pytest.raises(InputError, match="combined_csv_path: .*(is a folder|not a folder)"):
+            await resume(
+                emu, tmp_path / "run", write_combined_csv=True, combined_csv_path=str(target)
+            )
+        # Refused before the run was opened: no poll, no download, the registry as it was.
+        assert sum(emu.stats.requests.values()) == calls
+    assert reg.registry_path(tmp_path / "run").read_bytes() == before
+    assert not any(job.done for job in reg.read_registry(tmp_path / "run"))
+
+
 async def test_loading_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="Either 'jobs' must be supplied"):
         await pairbatch.resume_multi_batches()
