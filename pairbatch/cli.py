@@ -214,7 +214,8 @@ def _interrupted(args: argparse.Namespace) -> str:
     """What a Ctrl-C leaves and how to go on: each command's own way."""
     folder = getattr(args, "output_dir", None)
     if args.command in ("submit", "resume", "retry", "cancel") and folder:
-        again = f"pairbatch resume {shlex.quote(str(folder))}"
+        verb = "cancel" if args.command == "cancel" else "resume"  # a cancel is re-sent
+        again = f"pairbatch {verb} {shlex.quote(str(folder))}"
         return f"interrupted; the registry is consistent, run `{again}` to go on"
     if args.command == "adaptive":
         return "interrupted; the study is consistent, run the same `pairbatch adaptive` to go on"
