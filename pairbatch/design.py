@@ -28,7 +28,7 @@ from pairbatch.pairs import (
     separator_hint,
     unordered_key_expr,
 )
-from pairbatch.tables import read_table
+from pairbatch.tables import TABLE_SUFFIXES, read_table
 
 log = logging.getLogger("pairbatch.design")
 
@@ -85,7 +85,7 @@ def _read_path(path: Path) -> pl.DataFrame:
         )
     if not path.exists():
         raise InputError(f"samples file not found: {path}")
-    if path.suffix.lower() not in (".csv", ".tsv", ".parquet"):
+    if path.suffix.lower() not in TABLE_SUFFIXES:
         raise InputError(f"samples file {path} must end in .csv, .tsv or .parquet, or be a folder")
     return read_table(path, "samples")
 

@@ -337,9 +337,10 @@ async def resume_multi_batches(
     arguments = dict(locals())
     if isinstance(retry_failed, bool) or not isinstance(retry_failed, int) or retry_failed < 0:
         raise InputError(f"'retry_failed' must be an integer >= 0, got {retry_failed!r}")
-    if write_combined_csv:  # a target that cannot be written is refused before the work
-        target = resolve_combined_path(load_jobs(jobs, output_dir)[1], combined_csv_path)
-        await asyncio.to_thread(check_target, "combined_csv_path", target)
+    _, out_dir = load_jobs(jobs, output_dir)
+    written = resolve_combined_path(out_dir, combined_csv_path) if write_combined_csv else None
+    if written is not None:  # a target that cannot be written is refused before the work
+        await asyncio.to_thread(check_target, "combined_csv_path", written)
     outcomes: dict[int, JobOutcome] = {}
     gen = iter_completed(
         jobs,
@@ -368,7 +369,6 @@ async def resume_multi_batches(
     async with contextlib.aclosing(gen):
         async for outcome in gen:
             outcomes[outcome.job.segment_index] = outcome
-    _, out_dir = load_jobs(jobs, output_dir)
     recorded = await asyncio.to_thread(read_registry, out_dir)
     final_jobs = [
         outcomes[j.segment_index].job if j.segment_index in outcomes else j for j in recorded
@@ -378,10 +378,8 @@ async def resume_multi_batches(
     failed = concat_frames([o.failed_attempts for o in ordered if o.failed_attempts is not None])
     failures = concat_frames([o.batch_failure for o in ordered if o.batch_failure is not None])
     combined = combined if combined is not None else empty_combined()
-    written: Path | None = None
     with verbose_logging(verbose):
-        if write_combined_csv:
-            written = resolve_combined_path(out_dir, combined_csv_path)
+        if written is not None:
             await asyncio.to_thread(write_combined_csv_file, combined, written)
             log.log(
                 logging.INFO if verbose else logging.DEBUG,

@@ -16,7 +16,8 @@ import polars as pl
 
 from pairbatch.errors import InputError, first_line
 
-_SUFFIXES = ".csv, .tsv or .parquet"
+#: The file types a user's table may be.
+TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
 
 
 def read_table(path: Path, what: str) -> pl.DataFrame:
@@ -29,8 +30,8 @@ def read_table(path: Path, what: str) -> pl.DataFrame:
     if not path.exists():
         raise InputError(f"{what} file not found: {path}")
     suffix = path.suffix.lower()
-    if suffix not in (".csv", ".tsv", ".parquet"):
-        raise InputError(f"{what} file {path} must end in {_SUFFIXES}")
+    if suffix not in TABLE_SUFFIXES:
+        raise InputError(f"{what} file {path} must end in .csv, .tsv or .parquet")
     try:
         if suffix == ".parquet":
             return pl.read_parquet(path)
@@ -56,16 +57,21 @@ def csv_problem(path: Path, separator: str) -> str | None:
                     return f"line {number} is not UTF-8 text (0x{byte} at {where})"
         with path.open(encoding="utf-8", newline="") as handle:
             reader = csv.reader(handle, delimiter=separator, strict=True)
+            header: list[str] | None = None
+            number, start = 0, 1  # the row being read, and the line it starts on
             try:
-                header = next(reader, None)
-                for number, row in enumerate(reader, start=1):
-                    if header is not None and row and len(row) != len(header):
+                for row in reader:
+                    if header is None:
+                        header = row
+                    elif row and len(row) != len(header):
                         return (
                             f"row {number} (line {reader.line_num}) has {len(row)} "
                             f"field(s), the header has {len(header)}"
                         )
+                    number, start = number + 1, reader.line_num + 1
             except csv.Error as exc:
-                return f"line {reader.line_num}: {exc} (is a quote left open?)"
+                # An open quote runs to the end of the file: name where its row began.
+                return f"the row starting at line {start}: {exc} (is a quote left open?)"
     except OSError:
         return None
     return None

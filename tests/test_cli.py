@@ -43,18 +43,32 @@ class Ran:
     stderr: str
 
 
+def cli_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    """This process's environment without any provider key or URL, plus ``env``."""
+    base = {k: v for k, v in os.environ.items() if not k.endswith(_PROVIDER_ENV)}
+    base.pop("GOOGLE_API_KEY", None)
+    return base | dict(env or {})
+
+
+async def submit_two_segments(path: Path, out: Path, env: Mapping[str, str]) -> Ran:
+    """``pairbatch submit`` of ``path`` into ``out`` as two OpenAI segments; must pass."""
+    ran = await run_cli(
+        "submit", path, *SUBMIT_FLAGS, "--n-segments", "2", "--output-dir", out, env=env
+    )
+    assert ran.rc == 0, ran.stderr
+    return ran
+
+
 async def run_cli(
     *args: str | Path, env: Mapping[str, str] | None = None, cwd: Path | None = None
 ) -> Ran:
     """Run the console script; only loopback endpoints are ever in its environment."""
-    base = {k: v for k, v in os.environ.items() if not k.endswith(_PROVIDER_ENV)}
-    base.pop("GOOGLE_API_KEY", None)
     proc = await asyncio.create_subprocess_exec(
         *CLI,
         *map(str, args),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=base | dict(env or {}),
+        env=cli_env(env),
         cwd=cwd,
     )
     try:
@@ -102,10 +116,7 @@ async def test_submit_status_resume_status(
     out = tmp_path / "run"
     async with ProviderEmulator(latency=0.3) as emu:
         env = emu.env()
-        ran = await run_cli(
-            "submit", path, *SUBMIT_FLAGS, "--n-segments", "2", "--output-dir", out, env=env
-        )
-        assert ran.rc == 0, ran.stderr
+        ran = await submit_two_segments(path, out, env)
         assert "registry:" in ran.stdout
         jobs = read_registry(out)
         assert [j.segment_index for j in jobs] == [1, 2]
@@ -354,10 +365,7 @@ async def test_cancel_then_resume_collects(
     out = tmp_path / "run"
     async with ProviderEmulator(latency=8.0) as emu:
         env = emu.env()
-        ran = await run_cli(
-            "submit", path, *SUBMIT_FLAGS, "--n-segments", "2", "--output-dir", out, env=env
-        )
-        assert ran.rc == 0, ran.stderr
+        await submit_two_segments(path, out, env)
         ran = await run_cli("cancel", out, env=env)
         assert ran.rc == 0, ran.stderr
         assert "2 batch(es) cancelled" in ran.stdout
@@ -416,11 +424,7 @@ async def test_ctrl_c_says_how_to_go_on_and_exits_130(
     out = tmp_path / "my run"
     async with ProviderEmulator(latency=60.0) as emu:
         env = emu.env()
-        ran = await run_cli(
-            "submit", path, *SUBMIT_FLAGS, "--n-segments", "2", "--output-dir", out, env=env
-        )
-        assert ran.rc == 0, ran.stderr
-        base = {k: v for k, v in os.environ.items() if not k.endswith(_PROVIDER_ENV)}
+        await submit_two_segments(path, out, env)
         polls = emu.stats.count("openai")
         proc = await asyncio.create_subprocess_exec(
             *CLI,
@@ -430,7 +434,7 @@ async def test_ctrl_c_says_how_to_go_on_and_exits_130(
             "0.2",
             stderr=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.DEVNULL,
-            env=base | dict(env),
+            env=cli_env(env),
         )
         # Interrupted once it is polling (a Ctrl-C during start-up is Python's own).
         for _ in range(300):
@@ -454,10 +458,7 @@ async def test_a_combined_csv_path_alone_writes_the_file(
     out = tmp_path / "run"
     async with ProviderEmulator(latency=0.1) as emu:
         env = emu.env()
-        ran = await run_cli(
-            "submit", path, *SUBMIT_FLAGS, "--n-segments", "2", "--output-dir", out, env=env
-        )
-        assert ran.rc == 0, ran.stderr
+        await submit_two_segments(path, out, env)
         # The path without --write-combined-csv: asking where it goes means it is wanted.
         ran = await run_cli(
             "resume", out, "--interval-seconds", "0.05", "--no-progress",

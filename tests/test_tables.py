@@ -18,7 +18,15 @@ HEADER = b"ID1,text1,ID2,text2\n"
 @pytest.mark.parametrize(
     ("body", "where"),
     [
-        pytest.param(b'a,"open,b,c\n', "line 2: unexpected end of data", id="open-quote"),
+        pytest.param(
+            b'a,"open,b,c\n', "the row starting at line 2: unexpected end of data", id="open-quote"
+        ),
+        # An open quote runs to the end of the file: the row where it opened is named.
+        pytest.param(
+            b'a,b,c,d\ne,"open,f,g\nh,i,j,k\nl,m,n,o\n',
+            "the row starting at line 3: unexpected end of data",
+            id="open-quote-early",
+        ),
         pytest.param(b"a,b,c,d,e\n", "row 1 (line 2) has 5 field(s), the header has 4", id="wide"),
         # A quoted newline: the row count and the line count part.
         pytest.param(
@@ -44,7 +52,9 @@ def test_a_broken_pairs_csv_names_where_it_breaks(tmp_path: Path, body: bytes, w
 def test_samples_and_qualities_files_share_the_reading(tmp_path: Path) -> None:
     samples = tmp_path / "samples.csv"
     samples.write_bytes(b'ID,text\na,"open\n')
-    with pytest.raises(InputError, match=r"cannot read samples file .*: line 2: unexpected end"):
+    with pytest.raises(
+        InputError, match=r"cannot read samples file .*: the row starting at line 2: unexpected end"
+    ):
         read_samples(samples)
     qualities = tmp_path / "q.tsv"
     qualities.write_bytes(b"text\tquality\nx\t1\ty\n")
