@@ -197,6 +197,7 @@ def _write_bad_pairs(tmp_path: Path) -> Path:
 
 
 _OUT = ["--output-dir", "{out}"]
+_SUBMIT = ["submit", "{pairs}", *SUBMIT_FLAGS, "--n-segments", "2", *_OUT]  # a valid submit
 
 
 @pytest.mark.parametrize(
@@ -213,16 +214,7 @@ _OUT = ["--output-dir", "{out}"]
             id="both-sizes",
         ),
         pytest.param(
-            [
-                "submit",
-                "{pairs}",
-                *SUBMIT_FLAGS,
-                "--n-segments",
-                "2",
-                *_OUT,
-                "--option",
-                "bogus_knob=1",
-            ],
+            [*_SUBMIT, "--option", "bogus_knob=1"],
             "bogus_knob",
             id="unknown-option",
         ),
@@ -250,61 +242,23 @@ _OUT = ["--output-dir", "{out}"]
             id="out-is-file",
         ),
         pytest.param(
-            [
-                "submit",
-                "{pairs}",
-                *SUBMIT_FLAGS,
-                "--n-segments",
-                "2",
-                *_OUT,
-                "--template-file",
-                "{empty}",
-            ],
+            [*_SUBMIT, "--template-file", "{empty}"],
             "is a folder",
             id="template-dir",
         ),
         pytest.param(
-            [
-                "submit",
-                "{pairs}",
-                *SUBMIT_FLAGS,
-                "--n-segments",
-                "2",
-                *_OUT,
-                "--template-file",
-                "{binary}",
-            ],
+            [*_SUBMIT, "--template-file", "{binary}"],
             "not UTF-8",
             id="template-binary",
         ),
         pytest.param(
-            [
-                "submit",
-                "{pairs}",
-                *SUBMIT_FLAGS,
-                "--n-segments",
-                "2",
-                *_OUT,
-                "--option",
-                "temperature=nan",
-            ],
+            [*_SUBMIT, "--option", "temperature=nan"],
             "finite",
             id="option-nan",
         ),
         pytest.param(["resume", "{binreg}", "--no-progress"], "not UTF-8", id="binary-registry"),
         pytest.param(
-            [
-                "submit",
-                "{pairs}",
-                *SUBMIT_FLAGS,
-                "--n-segments",
-                "2",
-                *_OUT,
-                "--option",
-                "temperature=0",
-                "--option",
-                "temperature=1",
-            ],
+            [*_SUBMIT, "--option", "temperature=0", "--option", "temperature=1"],
             "--option temperature is given twice",
             id="option-twice",
         ),
