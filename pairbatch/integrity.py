@@ -55,24 +55,33 @@ def verify(
     *,
     rows: int | None = None,
     remedy: str = "",
+    data: bytes | None = None,
 ) -> None:
     """Raise :class:`DamagedFileError` unless ``path`` is what ``check`` recorded.
 
     ``rows`` is the row count the caller read from the file, compared when the record
     has one. With no record (a run made by an older version) only existence is checked.
+    ``data``: the file's bytes as the caller read them (then those are checked, and the
+    file is not read again).
     """
     target = Path(path)
-    try:
-        size = target.stat().st_size
-    except FileNotFoundError:
-        raise DamagedFileError(target, "the file is missing", remedy) from None
-    except OSError as exc:
-        raise DamagedFileError(target, f"cannot be read ({exc.strerror})", remedy) from None
+    if data is not None:
+        size = len(data)
+    else:
+        try:
+            size = target.stat().st_size
+        except FileNotFoundError:
+            raise DamagedFileError(target, "the file is missing", remedy) from None
+        except OSError as exc:
+            raise DamagedFileError(target, f"cannot be read ({exc.strerror})", remedy) from None
     if check is None:
         return
     if size != check.size:
         raise DamagedFileError(target, f"holds {size} bytes but {check.size} were written", remedy)
     if rows is not None and check.rows is not None and rows != check.rows:
         raise DamagedFileError(target, f"holds {rows} rows but {check.rows} were written", remedy)
-    if check.sha256 is not None and sha256_file(target) != check.sha256:
+    if check.sha256 is None:
+        return
+    digest = sha256_file(target) if data is None else hashlib.sha256(data).hexdigest()
+    if digest != check.sha256:
         raise DamagedFileError(target, "its content changed since it was written", remedy)

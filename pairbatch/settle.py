@@ -195,13 +195,15 @@ def segment_pairs(job: Job) -> pl.DataFrame:
     path = Path(job.pairs_path)
     remedy = "restore it from a backup (its pairs cannot be matched to results without it)"
     try:
-        pairs = read_segment_pairs(path)
+        # Read once: the same bytes are parsed and checked against the record.
+        data = path.read_bytes()
+        pairs = read_segment_pairs(path, data)
     except (InputError, FileNotFoundError):
         raise DamagedFileError(path, "the file is missing", remedy) from None
     except (OSError, pl.exceptions.PolarsError) as exc:
         first = first_line(exc)
         raise DamagedFileError(path, f"cannot be read ({first})", remedy) from None
-    verify(path, job.file_check(path), rows=pairs.height, remedy=remedy)
+    verify(path, job.file_check(path), rows=pairs.height, remedy=remedy, data=data)
     if job.n_pairs and pairs.height != job.n_pairs:
         raise DamagedFileError(
             path, f"holds {pairs.height} pairs but the segment has {job.n_pairs}", remedy
