@@ -2,7 +2,7 @@
 
 Run by hand:  .venv/bin/python benchmarks/bench_startup.py [--jobs 1000 10000 100000]
 
-``pairbatch.resume._drive_all`` drives stand-in jobs whose ``drive`` costs what a real
+``pairbatch.fanout.drive_all`` drives stand-in jobs whose ``drive`` costs what a real
 job's first step costs (``--step-ms`` of CPU, then its status request) and then waits
 for the answer; a heartbeat task records the longest the loop went without running it.
 Baseline, measured in the same run: the previous scheduler (every task created at once,
@@ -21,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from pairbatch.resume import _drive_all
+from pairbatch.fanout import drive_all
 
 
 @attrs.define
@@ -96,7 +96,7 @@ async def measure(n: int, new: bool, step_s: float, answer_s: float) -> tuple[fl
     await asyncio.sleep(0.01)
     worst[0] = 0.0
     stats.start = time.perf_counter()
-    gen = _drive_all(run, FakeSession(), None, False) if new else old_drive_all(run)  # type: ignore[arg-type]
+    gen = drive_all(run, FakeSession(), None, False) if new else old_drive_all(run)  # type: ignore[arg-type]
     count = 0
     async for _ in gen:
         count += 1

@@ -1,9 +1,10 @@
 """Resume: poll every unfinished job concurrently, download and parse as each one finishes.
 
 This module is the entry point: it checks the arguments, takes the run folder's lock,
-opens its registry and drives every unfinished job (:mod:`pairbatch.drive`), yielding
-outcomes as they come; finished batches are settled in worker threads
-(:mod:`pairbatch.settle`) while the others keep polling.
+opens its registry and drives every unfinished job concurrently (:mod:`pairbatch.fanout`,
+each job's life in :mod:`pairbatch.drive`), yielding outcomes as they come; finished
+batches are settled in worker threads (:mod:`pairbatch.settle`) while the others keep
+polling.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from pairbatch.errors import (
     InputError,
 )
 from pairbatch.events import Emitter, EventHandler, verbose_logging
-from pairbatch.heap import FrozenHeap, frozen_heap
+from pairbatch.fanout import TAG, drive_all
 from pairbatch.lock import RunLock
 from pairbatch.models import Job, Provider
 from pairbatch.normalize import (
@@ -38,7 +38,6 @@ from pairbatch.outcomes import (
     JobOutcome,
     concat_frames,
     empty_batch_failures,
-    load_outcome,
 )
 from pairbatch.outcomes import write_combined_csv as write_combined_csv_file
 from pairbatch.registry import read_registry
@@ -50,7 +49,6 @@ from pairbatch.wakeups import Wakeups
 
 log = logging.getLogger("pairbatch.resume")
 
-TAG = "[resume_multi_batches]"
 # Statuses that mean the job can never succeed by polling again (wrong key, gone batch).
 _PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 410, 422})
 
@@ -146,122 +144,11 @@ async def iter_completed(
             wakeups,
         )
         with verbose_logging(verbose):
-            async with contextlib.aclosing(_drive_all(run, session, timeout, redownload)) as gen:
+            async with contextlib.aclosing(drive_all(run, session, timeout, redownload)) as gen:
                 async for outcome in gen:
                     yield outcome
     finally:
         lock.release()
-
-
-async def _drive_all(
-    run: JobDriver, session: Session, deadline_s: float | None, redownload: Iterable[int] | bool
-) -> AsyncGenerator[JobOutcome, None]:
-    """Yield done jobs from disk, then drive the rest concurrently (under the lock).
-
-    The pending jobs' tasks are started a slice at a time by a starter task, so the
-    first polls go out while the rest are still being scheduled, and finished tasks
-    report through a queue (``asyncio.wait`` over every task costs O(jobs) per wake-up,
-    which made a polling round's per-job cost grow with the run).
-    """
-    wanted = redownload if isinstance(redownload, bool) else frozenset(redownload)
-    tasks: list[asyncio.Task[JobOutcome]] = []
-    starter: asyncio.Task[None] | None = None
-    entered = False
-    held = contextlib.ExitStack()
-    try:
-        pending_jobs = [job for job in run.jobs.values() if not job.done]
-        heap = held.enter_context(frozen_heap(len(pending_jobs)))
-        for job in [j for j in run.jobs.values() if j.done]:
-            asked = wanted is True or (not isinstance(wanted, bool) and job.segment_index in wanted)
-            outcome = None if asked and job.batch_id else await asyncio.to_thread(load_outcome, job)
-            if outcome is None or (outcome.error and wanted is True):
-                # Fetched again from the provider: the results are re-derived, not guessed.
-                pending_jobs.append(await run.record(job.transition(done=False)))
-                continue
-            yield outcome
-        if not pending_jobs:
-            return
-        await session.__aenter__()
-        entered = True
-        loop = asyncio.get_running_loop()
-        deadline = None if deadline_s is None else loop.time() + deadline_s
-        finished: asyncio.Queue[asyncio.Task[JobOutcome]] = asyncio.Queue()
-        ordered = sorted(pending_jobs, key=lambda j: j.segment_index)
-        starter = asyncio.create_task(
-            _start_jobs(run, ordered, tasks, finished.put_nowait, heap), name="pairbatch-start"
-        )
-        left = len(ordered)
-        while left:
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                log.warning("%s timeout reached; %d job(s) unfinished", TAG, left)
-                break
-            try:
-                first = await asyncio.wait_for(finished.get(), timeout=remaining)
-            except TimeoutError:
-                continue
-            batch = [first]
-            while not finished.empty():
-                batch.append(finished.get_nowait())
-            for task in sorted(batch, key=lambda t: t.get_name()):
-                outcome = task.result()
-                left -= 1
-                run.progress()
-                yield outcome
-    finally:
-        # Stop the pollers before the connections they use, and fold the registry
-        # last; shielded so a second cancellation cannot leave it half-closed.
-        if starter is not None:
-            starter.cancel()
-            await asyncio.gather(starter, return_exceptions=True)
-        # Only the unfinished ones: gathering 100,000 finished tasks held the loop ~0.3 s.
-        live = [task for task in tasks if not task.done()]
-        for task in live:
-            task.cancel()
-        if live:
-            await asyncio.gather(*live, return_exceptions=True)
-        if entered:
-            await session.__aexit__(None, None, None)
-        await asyncio.shield(run.registry.close())
-        held.close()
-
-
-# How long one slice of task starts may hold the loop. A task's first step (up to its
-# first request) costs ~0.2 ms, so starting 30,000 at once held the loop 5.9 s; slices of
-# ~5 ms keep every pause far under the 20 ms goal and lose nothing measurable in total.
-_START_SLICE_S = 0.005
-
-
-async def _start_jobs(
-    run: JobDriver,
-    jobs: Sequence[Job],
-    tasks: list[asyncio.Task[JobOutcome]],
-    on_done: Callable[[asyncio.Task[JobOutcome]], object],
-    heap: FrozenHeap | None = None,
-) -> None:
-    """Create the jobs' tasks in slices sized so that each slice's first steps fit
-    :data:`_START_SLICE_S`, yielding to the loop between slices (and keeping the tasks
-    made so far out of the collector's full passes, see :mod:`pairbatch.heap`)."""
-    clock = time.perf_counter
-    size, index = 8, 0
-    while index < len(jobs):
-        began = clock()
-        for job in jobs[index : index + size]:
-            name = f"pairbatch-segment-{job.segment_index}"
-            task = asyncio.create_task(run.drive(job), name=name)
-            task.add_done_callback(on_done)
-            tasks.append(task)
-        index += size
-        # The new tasks' first steps run in the loop's next iteration, before this one
-        # resumes: the time until then is what the slice cost.
-        await asyncio.sleep(0)
-        spent = max(clock() - began, 1e-6)
-        size = max(1, min(4096, int(size * _START_SLICE_S / spent)))
-        if heap is not None:
-            heap.refreeze()
-    if heap is not None:
-        heap.every_s = 0.0
-        heap.refreeze()
 
 
 @attrs.frozen
