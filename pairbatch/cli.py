@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import shlex
 import sys
 from collections.abc import Sequence
@@ -222,9 +223,24 @@ def _interrupted(args: argparse.Namespace) -> str:
     return "interrupted"
 
 
+# argparse takes "-1,2" for an option (only a plain "-5" or "-0.5" passes as a number),
+# so `--price -1,2` got "expected one argument"; glued, the value is checked and named.
+_NEGATIVE_LIST = re.compile(r"-[0-9.]+(,.*)?")
+
+
+def _glue_negative_values(argv: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1] == "--price" and _NEGATIVE_LIST.fullmatch(token):
+            out[-1] = f"--price={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_glue_negative_values(sys.argv[1:] if argv is None else argv))
     args.verbose = getattr(args, "verbose", False)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

@@ -251,6 +251,7 @@ _SUBMIT = ["submit", "{pairs}", *SUBMIT_FLAGS, "--n-segments", "2", *_OUT]  # a 
             "not UTF-8",
             id="template-binary",
         ),
+        pytest.param([*_SUBMIT, "--price", "-1,2"], "--price: must be a finite", id="price-neg"),
         pytest.param(
             [*_SUBMIT, "--option", "temperature=nan"],
             "finite",
