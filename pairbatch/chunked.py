@@ -4,7 +4,8 @@ The in-memory path (:func:`pairbatch.results.parse_jsonl` then
 :func:`pairbatch.normalize.normalize_results`) holds every row of the file at once
 (+340 MB for a 200 MB file, +1.5 GB for 1 GB). Here each :data:`CHUNK_BYTES` of input is
 parsed, matched to its pairs by key (:class:`pairbatch.keyindex.KeyIndex`) and turned into
-*candidate* rows: what each line gives if it is its key's last ("last line wins").
+*candidate* rows (:mod:`pairbatch.chunk_rows`): what each line gives if it is its key's
+last ("last line wins").
 
 * One pass (the usual case): a Polars IO source feeds each chunk's valid last lines
   straight into a streaming ``sink_parquet`` of the results file; failed attempts (no
@@ -20,11 +21,9 @@ of rows carries no meaning, they are keyed).
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Final
 
@@ -32,28 +31,26 @@ import attrs
 import polars as pl
 from polars.io.plugins import register_io_source
 
+from pairbatch.chunk_rows import (
+    CandidatePlan,
+    Parts,
+    Segment,
+    candidate_rows,
+    failed_rows,
+    unanswered_rows,
+)
 from pairbatch.errors import InputError
 from pairbatch.keyindex import KeyIndex
 from pairbatch.models import FileCheck
 from pairbatch.normalize import (
-    _ANSWERED_DETAIL,
-    _BETTER_ID,
-    _ERROR_CODE,
-    _SELECT_FAILED,
     _VALID,
-    _WINNER_POS,
-    DUPLICATE_DETAIL,
     Normalized,
-    _meta,
-    _phase_iter,
     coerce_pairs,
     normalize_results,
 )
 from pairbatch.outcomes import sink_file
 from pairbatch.readahead import ReadAhead
 from pairbatch.results import (
-    DEFAULT_TAG_PREFIX,
-    DEFAULT_TAG_SUFFIX,
     RESULT_SCHEMA,
     FastLine,
     LineParser,
@@ -62,9 +59,8 @@ from pairbatch.results import (
     rows_to_frame,
 )
 
-log = logging.getLogger("pairbatch.chunked")
+__all__ = ["CHUNK_BYTES", "Segment", "Settled", "settle_chunked"]
 
-_TS = pl.Datetime("us", "UTC")
 # Parts are written once and read once, next to the outputs: a fast codec rather than
 # the default zstd (200 MB of results made 33 MB of lz4 parts).
 _PART_COMPRESSION: Final = "lz4"
@@ -80,48 +76,12 @@ _ROW_GROUP = 4096  # 8192: +87 MB at 1 GB; 4096: +78 MB; same read-back time
 
 
 @attrs.frozen
-class Segment:
-    """What a segment's rows are matched against and tagged with."""
-
-    pairs: pl.DataFrame
-    backend: str
-    model: str
-    segment_index: int | None
-    batch_id: str | None
-    received_at: datetime
-    batch_status: str | None = None
-    tag_prefix: str = DEFAULT_TAG_PREFIX
-    tag_suffix: str = DEFAULT_TAG_SUFFIX
-
-
-@attrs.frozen
 class Settled:
     """The written files' records and the number of result lines read."""
 
     lines: int
     results: FileCheck
     failed_attempts: FileCheck
-
-
-@attrs.define
-class _Parts:
-    """The per-chunk candidate parts and the small key columns kept in memory."""
-
-    directory: Path
-    files: list[Path] = attrs.field(factory=list)
-    keys: list[pl.DataFrame] = attrs.field(factory=list)
-    lines: int = 0
-    stray: int = 0
-    stray_sample: list[str | None] = attrs.field(factory=list)
-
-    def warn_stray(self, segment: Segment) -> None:
-        if self.stray:
-            log.warning(
-                "segment %s: %d result line(s) match no pair (custom_id %s...); ignored",
-                segment.segment_index,
-                self.stray,
-                self.stray_sample[:3],
-            )
 
 
 def settle_chunked(
@@ -139,7 +99,7 @@ def settle_chunked(
     frame = coerce_pairs(segment.pairs).with_row_index("_pair")
     index = KeyIndex.of(frame)
     pair_side = frame.drop([c for c in RESULT_SCHEMA if c in frame.columns])
-    plan = _CandidatePlan(segment, frame.drop("_pair").head(0))
+    plan = CandidatePlan(segment, frame.drop("_pair").head(0))
     target_dir = Path(results_path).parent
     target_dir.mkdir(parents=True, exist_ok=True)
     files = [Path(path) for path in paths if path is not None]
@@ -162,7 +122,7 @@ def settle_chunked(
     # A mask, not an anti join: the join hashed and copied every pair (+110 MB at 650,000).
     answered = pl.repeat(False, frame.height, eager=True).scatter(one.seen(), True)
     missing = frame.filter(~answered)
-    unanswered = _unanswered(missing, seg=segment)
+    unanswered = unanswered_rows(missing, seg=segment)
     failed = pl.concat([*one.failed, unanswered.failed_attempts], rechunk=False)
     return Settled(
         lines=one.parts.lines,
@@ -176,13 +136,13 @@ def _two_passes(
     frame: pl.DataFrame,
     index: KeyIndex,
     pair_side: pl.DataFrame,
-    plan: _CandidatePlan,
+    plan: CandidatePlan,
     results_path: str | os.PathLike[str],
     failed_path: str | os.PathLike[str],
 ) -> Settled:
     target_dir = Path(results_path).parent
     with tempfile.TemporaryDirectory(prefix=".pairbatch-parts-", dir=target_dir) as tmp:
-        parts = _Parts(Path(tmp))
+        parts = Parts(Path(tmp))
         for raw in chunks:
             _write_part(raw, parts, index, pair_side, plan)
         parts.warn_stray(plan.segment)
@@ -196,10 +156,10 @@ class _OnePass:
     kept for the end, with the pair of every chunk's last lines to check that no key
     was answered in two chunks."""
 
-    plan: _CandidatePlan
+    plan: CandidatePlan
     index: KeyIndex
     pair_side: pl.DataFrame
-    parts: _Parts = attrs.field(factory=lambda: _Parts(Path()))
+    parts: Parts = attrs.field(factory=lambda: Parts(Path()))
     failed: list[pl.DataFrame] = attrs.field(factory=list)
     pairs: list[pl.Series] = attrs.field(factory=list)
 
@@ -227,14 +187,14 @@ class _OnePass:
             return _sink(register_io_source(source, schema=schema), path)
 
     def _chunk(self, raw: pl.DataFrame) -> pl.DataFrame:
-        found = _candidates(raw, self.parts, self.index, self.pair_side, self.plan)
+        found = candidate_rows(raw, self.parts, self.index, self.pair_side, self.plan)
         last = found.get_column("_pair").is_last_distinct()
         repeats = not last.all()
         chosen = found.filter(last) if repeats else found
         self.pairs.append(chosen.get_column("_pair"))
         if repeats or chosen.get_column("winner_pos").null_count():
             earlier = found.filter(~last).lazy()
-            invalid, repeated = _failed_rows(chosen.lazy().filter(~_VALID), earlier)
+            invalid, repeated = failed_rows(chosen.lazy().filter(~_VALID), earlier)
             # Empty frames are not kept: 1,000 chunks' worth grew the peak by ~20 MB.
             self.failed.extend(f for f in pl.collect_all([invalid, repeated]) if f.height)
             chosen = chosen.filter(_VALID)
@@ -255,101 +215,24 @@ class _OnePass:
         self.parts.warn_stray(self.plan.segment)
 
 
-def _unanswered(missing: pl.DataFrame, *, seg: Segment) -> Normalized:
-    """The failed attempts of pairs that no line answered."""
-    return normalize_results(
-        empty_results(),
-        missing.drop("_pair"),
-        backend=seg.backend,
-        model=seg.model,
-        segment_index=seg.segment_index,
-        batch_id=seg.batch_id,
-        received_at=seg.received_at,
-        batch_status=seg.batch_status,
-    )
-
-
-@attrs.frozen
-class _CandidatePlan:
-    """The columns and expressions a chunk's candidate rows are built with (made once)."""
-
-    segment: Segment
-    #: The pairs' columns (no rows): the outputs' shape is derived from them.
-    shape: pl.DataFrame
-    result_columns: list[str] = attrs.field(init=False)
-    exprs: list[pl.Expr] = attrs.field(init=False)
-
-    @property
-    def pair_columns(self) -> list[str]:
-        return self.shape.columns
-
-    def __attrs_post_init__(self) -> None:
-        seg = self.segment
-        empty = normalize_results(empty_results(), self.shape, backend=seg.backend, model=seg.model)
-        object.__setattr__(self, "result_columns", empty.results.columns)
-        model = pl.coalesce(pl.col("model"), pl.lit(seg.model, dtype=pl.Utf8)).alias("model")
-        exprs = [
-            pl.lit(True).alias("_matched"),
-            _BETTER_ID,
-            model,
-            *_meta(seg.backend, seg.segment_index, seg.batch_id),
-        ]
-        object.__setattr__(self, "exprs", exprs)
-
-
 def _write_part(
     raw: pl.DataFrame,
-    parts: _Parts,
+    parts: Parts,
     index: KeyIndex,
     pair_side: pl.DataFrame,
-    plan: _CandidatePlan,
+    plan: CandidatePlan,
 ) -> None:
-    candidates = _candidates(raw, parts, index, pair_side, plan)
+    candidates = candidate_rows(raw, parts, index, pair_side, plan)
     path = parts.directory / f"part-{len(parts.files):06d}.parquet"
     candidates.write_parquet(path, compression=_PART_COMPRESSION, statistics=False)
     parts.files.append(path)
     parts.keys.append(candidates.select("_pair", "_line"))
 
 
-def _candidates(
-    raw: pl.DataFrame,
-    parts: _Parts,
-    index: KeyIndex,
-    pair_side: pl.DataFrame,
-    plan: _CandidatePlan,
-) -> pl.DataFrame:
-    """A chunk's lines that match a pair, each as the row it gives if it is its key's
-    last line (counting the lines, and the ones matching no pair, in ``parts``)."""
-    seg = plan.segment
-    start = parts.lines
-    parts.lines += raw.height
-    pair = index.lookup(raw.get_column("custom_id"))
-    lines = pl.int_range(start, start + raw.height, dtype=pl.UInt32, eager=True).alias("_line")
-    known = raw.with_columns(lines, pair)
-    if pair.null_count():
-        stray = known.filter(pl.col("_pair").is_null()).get_column("custom_id")
-        parts.stray += stray.len()
-        parts.stray_sample.extend(stray.head(3).to_list())
-        known = known.filter(pl.col("_pair").is_not_null())
-    at = pl.lit(seg.received_at, dtype=_TS)
-    # A gather by row number: joining on the key rebuilt a hash table of every pair
-    # for each chunk (half the chunk's cost at 128,000 pairs).
-    matched = pair_side[known.get_column("_pair")].drop("_pair")
-    # One plan for the added columns: each eager call is a fixed cost per chunk.
-    return (
-        pl.concat([matched, known], how="horizontal")
-        .lazy()
-        .with_columns(plan.exprs)
-        .with_columns(_WINNER_POS)
-        .with_columns(at.alias("received_at"), *_phase_iter(plan.pair_columns))
-        .collect()
-    )
-
-
 def _write_outputs(
-    parts: _Parts,
+    parts: Parts,
     frame: pl.DataFrame,
-    plan: _CandidatePlan,
+    plan: CandidatePlan,
     results_path: str | os.PathLike[str],
     failed_path: str | os.PathLike[str],
 ) -> Settled:
@@ -360,7 +243,7 @@ def _write_outputs(
         missing = frame.join(last.select("_pair"), on="_pair", how="anti")
     else:
         last, missing = None, frame
-    unanswered = _unanswered(missing, seg=seg)
+    unanswered = unanswered_rows(missing, seg=seg)
     if last is None:
         valid, failed = unanswered.results.lazy(), unanswered.failed_attempts.lazy()
     else:
@@ -373,7 +256,7 @@ def _write_outputs(
 
 
 def _streamed(
-    parts: _Parts, kept: pl.Series, plan: _CandidatePlan, unanswered: Normalized
+    parts: Parts, kept: pl.Series, plan: CandidatePlan, unanswered: Normalized
 ) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """The plans writing results and failed attempts from the candidate parts."""
     # ``is_in`` a literal set rather than a semi / anti join: the streaming joins held
@@ -385,26 +268,9 @@ def _streamed(
     chosen = scan.filter(pl.col("_last"))
     earlier = scan.filter(~pl.col("_last"))
     valid = chosen.filter(_VALID).select(plan.result_columns)
-    invalid, repeated = _failed_rows(chosen, earlier)
+    invalid, repeated = failed_rows(chosen, earlier)
     failed = pl.concat([invalid, unanswered.failed_attempts.lazy(), repeated])
     return valid, failed
-
-
-def _failed_rows(chosen: pl.LazyFrame, earlier: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """Failed attempts from last lines without a valid winner, and from earlier lines
-    (duplicates)."""
-    at = pl.col("received_at").alias("attempted_at")
-    # Why a last line failed is worked out for the failed ones only (a regex per row).
-    invalid = chosen.filter(~_VALID).with_columns(
-        _ERROR_CODE, _ANSWERED_DETAIL.alias("error_detail"), at, pl.lit(False).alias("is_duplicate")
-    )
-    repeated = earlier.with_columns(
-        pl.lit("http_error").alias("error_code"),
-        pl.lit(DUPLICATE_DETAIL).alias("error_detail"),
-        at,
-        pl.lit(True).alias("is_duplicate"),
-    )
-    return invalid.select(_SELECT_FAILED), repeated.select(_SELECT_FAILED)
 
 
 def _sink(plan: pl.LazyFrame, path: str | os.PathLike[str]) -> FileCheck:
