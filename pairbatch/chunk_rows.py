@@ -31,6 +31,7 @@ from pairbatch.normalize import (
 )
 from pairbatch.results import DEFAULT_TAG_PREFIX, DEFAULT_TAG_SUFFIX, empty_results
 
+# The chunked path's logger, as before these helpers had a module of their own.
 log = logging.getLogger("pairbatch.chunked")
 
 _TS = pl.Datetime("us", "UTC")
