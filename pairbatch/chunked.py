@@ -7,9 +7,11 @@ parsed, matched to its pairs by key (:class:`pairbatch.keyindex.KeyIndex`) and t
 *candidate* rows (:mod:`pairbatch.chunk_rows`): what each line gives if it is its key's
 last ("last line wins").
 
-* One pass (the usual case): a Polars IO source feeds each chunk's valid last lines
-  straight into a streaming ``sink_parquet`` of the results file; failed attempts (no
-  answer text) are kept, and each chunk's answered pairs (4 bytes a line) too.
+* One pass (the usual case): each chunk's valid last lines are written straight into
+  the results file as a row group of their own (:mod:`pairbatch.parquet_append`: Polars'
+  streaming sink kept about a byte a cell until the end, so its memory grew with the
+  file); failed attempts (no answer text) are kept, and each chunk's answered pairs
+  (4 bytes a line) too.
 * If a key turns out to be answered in two chunks, the file is read again the two-pass
   way: candidate Parquet parts plus ``(_pair, _line)``, then streaming plans over the
   parts that decide over the whole file.
@@ -29,7 +31,6 @@ from typing import Final
 
 import attrs
 import polars as pl
-from polars.io.plugins import register_io_source
 
 from pairbatch.chunk_rows import (
     CandidatePlan,
@@ -49,6 +50,7 @@ from pairbatch.normalize import (
     normalize_results,
 )
 from pairbatch.outcomes import sink_file
+from pairbatch.parquet_append import ParquetAppender
 from pairbatch.readahead import ReadAhead
 from pairbatch.results import (
     RESULT_SCHEMA,
@@ -69,7 +71,7 @@ _PART_COMPRESSION: Final = "lz4"
 # results: 1 MB 2.4 s +57 MB, 2 MB 1.9 s +60 MB, 4 MB 1.6 s +87 MB. The Parquet sink
 # adds its own growth over the file, about 30 MB a GB whatever the chunk.
 CHUNK_BYTES = 2 << 20
-# Rows a streamed output buffers before writing a row group. The default buffered the
+# Rows a streamed output (the two-pass plans) buffers before writing a row group. The default buffered the
 # whole 128,000-row results of a 200 MB file (+200 MB); at 8,192 rows (~12 MB of
 # answers and reasoning) reading the files back is no slower.
 _ROW_GROUP = 4096  # 8192: +87 MB at 1 GB; 4096: +78 MB; same read-back time
@@ -151,10 +153,10 @@ def _two_passes(
 
 @attrs.define
 class _OnePass:
-    """Results streamed straight from the parser into the results file through a
-    Polars IO source; each chunk's failed attempts (no answer text: ~200 B a row) are
-    kept for the end, with the pair of every chunk's last lines to check that no key
-    was answered in two chunks."""
+    """Results written straight from the parser into the results file, each chunk's
+    rows a row group (:class:`pairbatch.parquet_append.ParquetAppender`). Each chunk's
+    failed attempts (no answer text: ~200 B a row) are kept for the end, with the pair
+    of every chunk's last lines to check that no key was answered in two chunks."""
 
     plan: CandidatePlan
     index: KeyIndex
@@ -164,27 +166,13 @@ class _OnePass:
     pairs: list[pl.Series] = attrs.field(factory=list)
 
     def run(self, chunks: Iterator[pl.DataFrame], path: str | os.PathLike[str]) -> FileCheck:
-        schema = dict(
-            normalize_results(empty_results(), self.plan.shape, backend="", model="").results.schema
-        )
-
-        def source(
-            with_columns: list[str] | None,
-            predicate: pl.Expr | None,
-            n_rows: int | None,
-            batch_size: int | None,
-        ) -> Iterator[pl.DataFrame]:
-            for out in ahead:
-                if with_columns is not None:
-                    out = out.select(with_columns)
-                if predicate is not None:
-                    out = out.filter(predicate)
-                yield out
-
+        shape = normalize_results(empty_results(), self.plan.shape, backend="", model="")
         # Parsing and shaping a chunk hold the GIL; Polars writing the one before does
         # not. So the first run a chunk ahead in their own thread and the two overlap.
+        # (Shaping in the writer's thread was slower, 10.6-13 s against 8-9 s at 1 GB:
+        # its many short Polars calls each waited for the parser to let go of the GIL.)
         with ReadAhead(self._chunk(raw) for raw in chunks) as ahead:
-            return _sink(register_io_source(source, schema=schema), path)
+            return _append_all(ahead, shape.results.schema, path)
 
     def _chunk(self, raw: pl.DataFrame) -> pl.DataFrame:
         found = candidate_rows(raw, self.parts, self.index, self.pair_side, self.plan)
@@ -271,6 +259,28 @@ def _streamed(
     invalid, repeated = failed_rows(chosen, earlier)
     failed = pl.concat([invalid, unanswered.failed_attempts.lazy(), repeated])
     return valid, failed
+
+
+def _append_all(
+    frames: Iterable[pl.DataFrame], schema: pl.Schema, path: str | os.PathLike[str]
+) -> FileCheck:
+    """Write ``frames`` as the row groups of one Parquet file at ``path`` (atomically),
+    one frame in memory at a time."""
+    counted: list[int] = []
+
+    def write(tmp: Path) -> None:
+        appender = ParquetAppender(tmp, schema)
+        try:
+            for frame in frames:
+                appender.append(frame)
+        except BaseException:
+            appender.abort()  # sink_file removes the partial file
+            raise
+        appender.close()
+        counted.append(appender.rows)
+
+    check = sink_file(path, write, 0)
+    return attrs.evolve(check, rows=counted[0])
 
 
 def _sink(plan: pl.LazyFrame, path: str | os.PathLike[str]) -> FileCheck:

@@ -229,3 +229,35 @@ async def test_settle_takes_the_chunked_path_for_big_files(
     assert small[0].height == pairs.height
     assert small[0].equals(big[0])
     assert small[1].equals(big[1])
+
+
+def test_a_failure_mid_file_leaves_no_results_file(tmp_path: Path) -> None:
+    """A line parser that fails on the third chunk: no results file, no temporary file,
+    nothing half-written for a later settle to trust."""
+    pairs = make_pairs(60)
+    path = tmp_path / "out.jsonl"
+    write_messy_file(path, pairs["custom_id"].to_list())
+    seen: list[int] = []
+
+    def fails_later(obj: dict[str, Any]) -> Any:
+        seen.append(1)
+        if len(seen) > 20:
+            raise RuntimeError("parser broke")
+        return openai.BACKEND.parse_line(obj)
+
+    segment = Segment(
+        pairs=pairs, backend="openai", model="m", segment_index=0, batch_id=None, received_at=WHEN
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(RuntimeError, match="parser broke"):
+        settle_chunked(
+            [path],
+            fails_later,
+            None,
+            segment,
+            results_path=out / "results.parquet",
+            failed_path=out / "failed.parquet",
+            block_bytes=256,
+        )
+    assert list(out.iterdir()) == []
