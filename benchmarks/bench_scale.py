@@ -12,7 +12,8 @@ child process so its peak RSS is its own (``VmHWM`` is reset after the pairs are
             settle takes below :data:`pairbatch.settle.BIG_RESULTS_BYTES`)
 * chunked   :func:`pairbatch.chunked.settle_chunked` (the path it takes above)
 
-Targets: chunked peak RSS growth < 64 MB, chunked time <= 1.0x baseline.
+Targets: chunked peak RSS growth < 64 MB (the worst run), chunked time <= 1.0x baseline
+(the best runs).
 """
 
 from __future__ import annotations
@@ -130,12 +131,14 @@ def main() -> None:
     size = path.stat().st_size
     print(f"file: {size / 1e6:,.0f} MB; polars {pl.__version__}; best of {args.repeat}")
     best: dict[str, dict[str, float]] = {}
+    worst_growth: dict[str, float] = {}
     for _ in range(args.repeat):
         for name in APPROACHES:
             command = [sys.executable, __file__, "--child", name, str(path), str(pairs_path)]
             result = json.loads(subprocess.run(command, check=True, capture_output=True).stdout)
             if name not in best or result["seconds"] < best[name]["seconds"]:
                 best[name] = result
+            worst_growth[name] = max(worst_growth.get(name, 0), result["growth"])
             print(f"  {name:<10} {result['seconds']:7.2f} s  +{result['growth'] / 2**20:7.0f} MB")
     base = best["baseline"]["seconds"]
     print(f"\n{'approach':<12}{'seconds':>9}{'x baseline':>12}{'peak RSS growth':>18}")
@@ -145,12 +148,14 @@ def main() -> None:
             f"{name:<12}{result['seconds']:>9.2f}{result['seconds'] / base:>12.2f}{growth:>15.0f} MB"
         )
     chunk = best["chunked"]
-    ratio, growth = chunk["seconds"] / base, chunk["growth"] / 2**20
+    # Memory is judged on the worst run: a peak that is met only sometimes is not met.
+    ratio, growth = chunk["seconds"] / base, worst_growth["chunked"] / 2**20
     print(
         f"\nchunked / baseline = {ratio:.2f}x (target <= 1.0: {'met' if ratio <= 1 else 'MISSED'})"
     )
     print(
-        f"chunked peak RSS growth = {growth:.0f} MB (target < 64: {'met' if growth < 64 else 'MISSED'})"
+        f"chunked peak RSS growth, worst of {args.repeat} = {growth:.0f} MB"
+        f" (target < 64: {'met' if growth < 64 else 'MISSED'})"
     )
 
 

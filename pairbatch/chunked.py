@@ -67,13 +67,13 @@ __all__ = ["CHUNK_BYTES", "Segment", "Settled", "settle_chunked"]
 # the default zstd (200 MB of results made 33 MB of lz4 parts).
 _PART_COMPRESSION: Final = "lz4"
 # Input bytes per chunk: a trade of time (Polars' fixed cost per call on a small frame)
-# against memory (about three chunks are in flight with the read-ahead). At 200 MB of
-# results: 1 MB 2.4 s +57 MB, 2 MB 1.9 s +60 MB, 4 MB 1.6 s +87 MB. The Parquet sink
-# adds its own growth over the file, about 30 MB a GB whatever the chunk.
+# against memory (about three chunks are in flight with the read-ahead). At 1 GB of
+# results, one row group a chunk: 1 MB 13 s +48 MB, 1.5 MB 9.4 s +52 MB, 2 MB 8.1 s
+# +62 MB; two chunks a row group were faster but +52-71 MB, three +84-87 MB.
 CHUNK_BYTES = 2 << 20
-# Rows a streamed output (the two-pass plans) buffers before writing a row group. The default buffered the
-# whole 128,000-row results of a 200 MB file (+200 MB); at 8,192 rows (~12 MB of
-# answers and reasoning) reading the files back is no slower.
+# Rows a streamed output (the two-pass plans) buffers before writing a row group. The
+# default buffered the whole 128,000-row results of a 200 MB file (+200 MB); at 8,192
+# rows (~12 MB of answers and reasoning) reading the files back is no slower.
 _ROW_GROUP = 4096  # 8192: +87 MB at 1 GB; 4096: +78 MB; same read-back time
 
 
@@ -110,9 +110,13 @@ def settle_chunked(
             raise InputError(f"results file does not exist: {path}")
 
     def chunks() -> Iterator[pl.DataFrame]:
-        rows = iter_row_chunks(files, parse_line, fast_line, block_bytes=block_bytes)
         tags = {"tag_prefix": segment.tag_prefix, "tag_suffix": segment.tag_suffix}
-        return (rows_to_frame(chunk, **tags) for chunk in rows)
+        for rows in iter_row_chunks(files, parse_line, fast_line, block_bytes=block_bytes):
+            frame = rows_to_frame(rows, **tags)
+            # Emptied, not just dropped: the generator above holds the list until its
+            # next step, and its row tuples are a chunk's worth of Python strings.
+            rows.clear()
+            yield frame
 
     one = _OnePass(plan, index, pair_side)
     results = one.run(chunks(), results_path)

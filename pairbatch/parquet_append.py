@@ -169,6 +169,7 @@ def _moved_row_group(group: Struct, shift: int, ordinal: int) -> Struct:
     for chunk in columns[2][1] if columns else []:
         chunk[:] = [entry for entry in chunk if entry[0] not in _CC_PAGE_INDEX]
         for entry in chunk:
+            # A zero file_offset is the old writers' "not set", not byte 0: left alone.
             if entry[0] == _CC_FILE_OFFSET and entry[2]:
                 entry[2] += shift
             elif entry[0] == _CC_META:
@@ -218,7 +219,7 @@ class ParquetAppender:
         start, footer = _footer(data)
         # The part's offsets count from its own first byte; its pages land here.
         shift = self._handle.tell() - len(_MAGIC)
-        self._handle.write(data[len(_MAGIC) : start])
+        self._handle.write(memoryview(data)[len(_MAGIC) : start])
         groups = _get(footer, _FILE_ROW_GROUPS)
         for group in groups[2][1] if groups else []:
             encoded = bytearray()

@@ -271,10 +271,12 @@ def _iter_line_blocks(target: Path, block_bytes: int) -> Iterator[tuple[int, lis
     with target.open("rb") as handle:
         while block := handle.read(block_bytes):
             lines = (carry + block).split(b"\n") if carry else block.split(b"\n")
+            del block  # held across the yield, it doubled the chunk's bytes in memory
             carry = lines.pop()
             if lines:
+                count = len(lines)  # counted first: the caller may empty the list
                 yield number, lines
-                number += len(lines)
+                number += count
     if carry:
         yield number, [carry]
 
@@ -332,6 +334,7 @@ def iter_row_chunks(
         for number, lines in _iter_line_blocks(target, block_bytes):
             rows: list[RowTuple] = []
             _rows_from_lines(lines, number, target, parse_line, fast_line, rows)
+            lines.clear()  # the block generator holds the list until its next step
             if rows:
                 yield rows
 
