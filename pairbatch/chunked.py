@@ -13,8 +13,8 @@ last ("last line wins").
   file); failed attempts (no answer text) are kept, and each chunk's answered pairs
   (4 bytes a line) too.
 * If a key turns out to be answered in two chunks, the file is read again the two-pass
-  way: candidate Parquet parts plus ``(_pair, _line)``, then streaming plans over the
-  parts that decide over the whole file.
+  way: candidate Parquet parts plus ``(_pair, _line)``, then each part read back and
+  split by a mask of the whole file's last lines, again through the appender.
 
 Every pair lands in exactly one of the two outputs as a non-duplicate, exactly as on the
 in-memory path; only the row order differs (line order here, pair order there: the order
@@ -45,7 +45,6 @@ from pairbatch.keyindex import KeyIndex
 from pairbatch.models import FileCheck
 from pairbatch.normalize import (
     _VALID,
-    Normalized,
     coerce_pairs,
     normalize_results,
 )
@@ -71,10 +70,6 @@ _PART_COMPRESSION: Final = "lz4"
 # results, one row group a chunk: 1 MB 13 s +48 MB, 1.5 MB 9.4 s +52 MB, 2 MB 8.1 s
 # +62 MB; two chunks a row group were faster but +52-71 MB, three +84-87 MB.
 CHUNK_BYTES = 2 << 20
-# Rows a streamed output (the two-pass plans) buffers before writing a row group. The
-# default buffered the whole 128,000-row results of a 200 MB file (+200 MB); at 8,192
-# rows (~12 MB of answers and reasoning) reading the files back is no slower.
-_ROW_GROUP = 4096  # (one pass, when it streamed too: 8192 +87 MB at 1 GB, 4096 +78 MB)
 
 
 @attrs.frozen
@@ -170,13 +165,12 @@ class _OnePass:
     pairs: list[pl.Series] = attrs.field(factory=list)
 
     def run(self, chunks: Iterator[pl.DataFrame], path: str | os.PathLike[str]) -> FileCheck:
-        shape = normalize_results(empty_results(), self.plan.shape, backend="", model="")
         # Parsing and shaping a chunk hold the GIL; Polars writing the one before does
         # not. So the first run a chunk ahead in their own thread and the two overlap.
         # (Shaping in the writer's thread was slower, 10.6-13 s against 8-9 s at 1 GB:
         # its many short Polars calls each waited for the parser to let go of the GIL.)
         with ReadAhead(self._chunk(raw) for raw in chunks) as ahead:
-            return _append_all(ahead, shape.results.schema, path)
+            return _append_all(ahead, _plan_schema(self.plan), path)
 
     def _chunk(self, raw: pl.DataFrame) -> pl.DataFrame:
         found = candidate_rows(raw, self.parts, self.index, self.pair_side, self.plan)
@@ -229,40 +223,50 @@ def _write_outputs(
     failed_path: str | os.PathLike[str],
 ) -> Settled:
     seg = plan.segment
-    # Lines are numbered in file order, so a pair's last line is its last occurrence.
+    # Lines are numbered in file order, so a pair's last line is its last occurrence;
+    # whether a line is its pair's last is a mask by line number (a byte a line).
+    is_last = pl.repeat(False, parts.lines, eager=True)
     if parts.keys:
         last = pl.concat(parts.keys).filter(pl.col("_pair").is_last_distinct())
-        missing = frame.join(last.select("_pair"), on="_pair", how="anti")
+        answered = pl.repeat(False, frame.height, eager=True).scatter(
+            last.get_column("_pair"), True
+        )
+        missing = frame.filter(~answered)  # a mask, not an anti join: see settle_chunked
+        is_last = is_last.scatter(last.get_column("_line"), True)
     else:
-        last, missing = None, frame
+        missing = frame
     unanswered = unanswered_rows(missing, seg=seg)
-    if last is None:
-        valid, failed = unanswered.results.lazy(), unanswered.failed_attempts.lazy()
-    else:
-        valid, failed = _streamed(parts, last.get_column("_line"), plan, unanswered)
+
+    # The parts are read back one at a time, once for each output, and written through
+    # the appender: the streaming plans this replaces held about a byte a cell of the
+    # whole file (+348 MB and 21.5 s at 1 GB with one repeated line).
+    def split(path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+        part = pl.read_parquet(path)
+        chosen = is_last.gather(part.get_column("_line"))
+        return part.filter(chosen), part.filter(~chosen)
+
+    def valid() -> Iterator[pl.DataFrame]:
+        for path in parts.files:
+            yield split(path)[0].filter(_VALID).select(plan.result_columns)
+
+    def failed() -> Iterator[pl.DataFrame]:
+        yield unanswered.failed_attempts
+        for path in parts.files:
+            chosen, earlier = split(path)
+            yield from pl.collect_all(failed_rows(chosen.lazy(), earlier.lazy()))
+
+    results_schema = _plan_schema(plan)
     return Settled(
         lines=parts.lines,
-        results=_sink(valid, results_path),
-        failed_attempts=_sink(failed, failed_path),
+        results=_append_all(valid(), results_schema, results_path),
+        failed_attempts=_append_all(failed(), unanswered.failed_attempts.schema, failed_path),
     )
 
 
-def _streamed(
-    parts: Parts, kept: pl.Series, plan: CandidatePlan, unanswered: Normalized
-) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """The plans writing results and failed attempts from the candidate parts."""
-    # ``is_in`` a literal set rather than a semi / anti join: the streaming joins held
-    # the whole input (+180 MB at 200 MB of results), the filter streams (~60 MB,
-    # the engine's own buffers, whatever the file's size).
-    scan = pl.scan_parquet(parts.files).with_columns(
-        pl.col("_line").is_in(kept.implode()).alias("_last")
-    )
-    chosen = scan.filter(pl.col("_last"))
-    earlier = scan.filter(~pl.col("_last"))
-    valid = chosen.filter(_VALID).select(plan.result_columns)
-    invalid, repeated = failed_rows(chosen, earlier)
-    failed = pl.concat([invalid, unanswered.failed_attempts.lazy(), repeated])
-    return valid, failed
+def _plan_schema(plan: CandidatePlan) -> pl.Schema:
+    """The results file's schema for the pairs of ``plan``."""
+    shape = normalize_results(empty_results(), plan.shape, backend="", model="")
+    return shape.results.schema
 
 
 def _append_all(
@@ -282,18 +286,6 @@ def _append_all(
             raise
         appender.close()
         counted.append(appender.rows)
-
-    check = sink_file(path, write, 0)
-    return attrs.evolve(check, rows=counted[0])
-
-
-def _sink(plan: pl.LazyFrame, path: str | os.PathLike[str]) -> FileCheck:
-    """Stream a plan into ``path`` (atomically); the row count from the file's footer."""
-    counted: list[int] = []
-
-    def write(tmp: Path) -> None:
-        plan.sink_parquet(tmp, engine="streaming", row_group_size=_ROW_GROUP)
-        counted.append(int(pl.scan_parquet(tmp).select(pl.len()).collect().item()))
 
     check = sink_file(path, write, 0)
     return attrs.evolve(check, rows=counted[0])
