@@ -94,17 +94,22 @@ class CandidatePlan:
     segment: Segment
     #: The pairs' columns (no rows): the outputs' shape is derived from them.
     shape: pl.DataFrame
-    result_columns: list[str] = attrs.field(init=False)
+    #: The results file's columns and types for these pairs.
+    result_schema: pl.Schema = attrs.field(init=False)
     exprs: list[pl.Expr] = attrs.field(init=False)
 
     @property
     def pair_columns(self) -> list[str]:
         return self.shape.columns
 
+    @property
+    def result_columns(self) -> list[str]:
+        return self.result_schema.names()
+
     def __attrs_post_init__(self) -> None:
         seg = self.segment
         empty = normalize_results(empty_results(), self.shape, backend=seg.backend, model=seg.model)
-        object.__setattr__(self, "result_columns", empty.results.columns)
+        object.__setattr__(self, "result_schema", empty.results.schema)
         model = pl.coalesce(pl.col("model"), pl.lit(seg.model, dtype=pl.Utf8)).alias("model")
         exprs = [
             pl.lit(True).alias("_matched"),

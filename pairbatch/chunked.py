@@ -46,7 +46,6 @@ from pairbatch.models import FileCheck
 from pairbatch.normalize import (
     _VALID,
     coerce_pairs,
-    normalize_results,
 )
 from pairbatch.outcomes import sink_file
 from pairbatch.parquet_append import ParquetAppender
@@ -55,7 +54,6 @@ from pairbatch.results import (
     RESULT_SCHEMA,
     FastLine,
     LineParser,
-    empty_results,
     iter_row_chunks,
     rows_to_frame,
 )
@@ -120,15 +118,11 @@ def settle_chunked(
         # usually next to the first): the two-pass plan decides over the whole file.
         return _two_passes(chunks(), frame, index, pair_side, plan, results_path, failed_path)
     one.warn_stray()
-    # A mask, not an anti join: the join hashed and copied every pair (+110 MB at 650,000).
-    answered = pl.repeat(False, frame.height, eager=True).scatter(one.seen(), True)
-    missing = frame.filter(~answered)
-    unanswered = unanswered_rows(missing, seg=segment)
-    failed = pl.concat([*one.failed, unanswered.failed_attempts], rechunk=False)
+    unanswered = unanswered_rows(_unanswered(frame, one.seen()), seg=segment)
     return Settled(
         lines=one.parts.lines,
         results=results,
-        failed_attempts=sink_file(failed_path, failed.write_parquet, failed.height),
+        failed_attempts=_write_failed([*one.failed, unanswered.failed_attempts], failed_path),
     )
 
 
@@ -170,7 +164,7 @@ class _OnePass:
         # (Shaping in the writer's thread was slower, 10.6-13 s against 8-9 s at 1 GB:
         # its many short Polars calls each waited for the parser to let go of the GIL.)
         with ReadAhead(self._chunk(raw) for raw in chunks) as ahead:
-            return _append_all(ahead, _plan_schema(self.plan), path)
+            return _append_all(ahead, self.plan.result_schema, path)
 
     def _chunk(self, raw: pl.DataFrame) -> pl.DataFrame:
         found = candidate_rows(raw, self.parts, self.index, self.pair_side, self.plan)
@@ -225,48 +219,47 @@ def _write_outputs(
     seg = plan.segment
     # Lines are numbered in file order, so a pair's last line is its last occurrence;
     # whether a line is its pair's last is a mask by line number (a byte a line).
-    is_last = pl.repeat(False, parts.lines, eager=True)
-    if parts.keys:
-        last = pl.concat(parts.keys).filter(pl.col("_pair").is_last_distinct())
-        answered = pl.repeat(False, frame.height, eager=True).scatter(
-            last.get_column("_pair"), True
-        )
-        missing = frame.filter(~answered)  # a mask, not an anti join: see settle_chunked
-        is_last = is_last.scatter(last.get_column("_line"), True)
-    else:
-        missing = frame
-    unanswered = unanswered_rows(missing, seg=seg)
+    none = pl.DataFrame(schema={"_pair": pl.UInt32, "_line": pl.UInt32})  # a file of no lines
+    last = pl.concat([none, *parts.keys]).filter(pl.col("_pair").is_last_distinct())
+    is_last = _mask(parts.lines, last.get_column("_line"))
+    unanswered = unanswered_rows(_unanswered(frame, last.get_column("_pair")), seg=seg)
 
-    # The parts are read back one at a time, once for each output, and written through
-    # the appender: the streaming plans this replaces held about a byte a cell of the
-    # whole file (+348 MB and 21.5 s at 1 GB with one repeated line).
-    def split(path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
-        part = pl.read_parquet(path)
-        chosen = is_last.gather(part.get_column("_line"))
-        return part.filter(chosen), part.filter(~chosen)
+    # The parts are read back one at a time and their valid rows written through the
+    # appender; failed attempts (no answer text) are kept for the end, as in one pass.
+    # The streaming plans this replaces held about a byte a cell of the whole file
+    # (+348 MB and 21.5 s at 1 GB with one repeated line).
+    failed = [unanswered.failed_attempts]
 
     def valid() -> Iterator[pl.DataFrame]:
         for path in parts.files:
-            yield split(path)[0].filter(_VALID).select(plan.result_columns)
+            part = pl.read_parquet(path)
+            last_line = is_last.gather(part.get_column("_line"))
+            chosen, earlier = part.filter(last_line), part.filter(~last_line)
+            invalid, repeated = failed_rows(chosen.lazy(), earlier.lazy())
+            failed.extend(f for f in pl.collect_all([invalid, repeated]) if f.height)
+            yield chosen.filter(_VALID).select(plan.result_columns)
 
-    def failed() -> Iterator[pl.DataFrame]:
-        yield unanswered.failed_attempts
-        for path in parts.files:
-            chosen, earlier = split(path)
-            yield from pl.collect_all(failed_rows(chosen.lazy(), earlier.lazy()))
-
-    results_schema = _plan_schema(plan)
+    results = _append_all(valid(), plan.result_schema, results_path)
     return Settled(
-        lines=parts.lines,
-        results=_append_all(valid(), results_schema, results_path),
-        failed_attempts=_append_all(failed(), unanswered.failed_attempts.schema, failed_path),
+        lines=parts.lines, results=results, failed_attempts=_write_failed(failed, failed_path)
     )
 
 
-def _plan_schema(plan: CandidatePlan) -> pl.Schema:
-    """The results file's schema for the pairs of ``plan``."""
-    shape = normalize_results(empty_results(), plan.shape, backend="", model="")
-    return shape.results.schema
+def _mask(size: int, at: pl.Series) -> pl.Series:
+    """``size`` booleans, true at the indexes ``at``."""
+    return pl.repeat(False, size, eager=True).scatter(at, True)
+
+
+def _unanswered(frame: pl.DataFrame, answered: pl.Series) -> pl.DataFrame:
+    """The pairs (rows of ``frame``) not among the ``answered`` row numbers."""
+    # A mask, not an anti join: the join hashed and copied every pair (+110 MB at 650,000).
+    return frame.filter(~_mask(frame.height, answered))
+
+
+def _write_failed(frames: list[pl.DataFrame], path: str | os.PathLike[str]) -> FileCheck:
+    """The failed attempts file, written whole (atomically): its rows carry no answer."""
+    failed = pl.concat(frames, rechunk=False)
+    return sink_file(path, failed.write_parquet, failed.height)
 
 
 def _append_all(

@@ -232,8 +232,9 @@ async def test_settle_takes_the_chunked_path_for_big_files(
 
 
 def test_a_failure_mid_file_leaves_no_results_file(tmp_path: Path) -> None:
-    """A line parser that fails on the third chunk: no results file, no temporary file,
-    nothing half-written for a later settle to trust."""
+    """A line parser that fails part-way (its 21st line, some chunks already written):
+    no results file, no temporary file, nothing half-written for a later settle to
+    trust."""
     pairs = make_pairs(60)
     path = tmp_path / "out.jsonl"
     write_messy_file(path, pairs["custom_id"].to_list())
