@@ -209,6 +209,8 @@ class ParquetAppender:
         self.rows = 0
 
     def append(self, frame: pl.DataFrame) -> None:
+        """Add ``frame``'s rows as row group(s) at the end of the file; ``ValueError``
+        (nothing written) if its schema is not the file's."""
         if not frame.height:
             return
         if frame.schema != self._schema:
