@@ -16,6 +16,7 @@ import polars as pl
 
 from pairbatch._fs import atomic_writer
 from pairbatch.errors import InputError
+from pairbatch.parquet_small import small_parquet
 from pairbatch.tables import read_table
 
 log = logging.getLogger("pairbatch.pairs")
@@ -37,8 +38,12 @@ PLAIN_PARQUET_ROWS = 1000
 
 
 def write_parquet(frame: pl.DataFrame, handle: BinaryIO) -> None:
-    """``frame`` as Parquet into ``handle``, plain when it is small."""
-    if frame.height <= PLAIN_PARQUET_ROWS:
+    """``frame`` as Parquet into ``handle``, plain when it is small (and, for the few
+    rows of a small segment, by :mod:`pairbatch.parquet_small`, without Polars' writer)."""
+    small = small_parquet(frame)
+    if small is not None:
+        handle.write(small)
+    elif frame.height <= PLAIN_PARQUET_ROWS:
         frame.write_parquet(handle, compression="uncompressed", statistics=False)
     else:
         frame.write_parquet(handle)
