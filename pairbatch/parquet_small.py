@@ -28,6 +28,7 @@ from pairbatch.parquet_append import (
     _STRUCT,
     _TRUE,
     Struct,
+    _Reader,
     _varint,
     _zigzag,
 )
@@ -197,3 +198,116 @@ def _levels(defined: list[bool]) -> bytes:
         out.append(1 if defined[start] else 0)
         start = end
     return bytes(out)
+
+
+# What a footer small_parquet wrote ends with: created_by (field 6, two on), then STOP.
+_FOOTER_END: Final = b"\x28\x09" + _CREATED_BY + b"\x00"
+_PAGE_MIDDLE: Final = b"\x15\x00\x15\x06\x15\x06\x00\x00"  # PLAIN, RLE, RLE; two STOPs
+_KINDS_READ: Final = {(_BYTE_ARRAY, _UTF8): "string", (_INT64, None): "int"}
+_KINDS_READ_TIME: Final = (_INT64, _TIMESTAMP_MICROS)
+
+
+def read_small(data: bytes) -> pl.DataFrame | None:
+    """The frame of a file :func:`small_parquet` wrote, or ``None`` for any other file,
+    or a damaged one: the caller then reads it with Polars, which gives its error. Its
+    pages follow each other from byte 4 to the footer, in the schema's order, laid out
+    exactly as written; anything else is refused, never guessed at."""
+    try:
+        return _read(data)
+    except (IndexError, KeyError, TypeError, ValueError, struct.error, UnicodeDecodeError):
+        return None
+
+
+def _read(data: bytes) -> pl.DataFrame | None:
+    if len(data) < 12 or data[:4] != _MAGIC or data[-4:] != _MAGIC:
+        return None
+    (size,) = struct.unpack_from("<I", data, len(data) - 8)
+    start = len(data) - 8 - size
+    if start < len(_MAGIC):
+        return None
+    footer = data[start:-8]
+    if not footer.endswith(_FOOTER_END) or footer[:3] != b"\x15\x04\x19":
+        return None
+    reader = _Reader(footer)
+    reader.at = 3  # past the version (2) and the schema field's header: its list
+    _, elements = reader.value(_LIST)
+    if reader.byte() != 0x16:  # num_rows, an i64
+        return None
+    rows = reader.zigzag()
+    if not 0 <= rows <= SMALL_ROWS:  # a damaged count must not size anything
+        return None
+    columns: dict[str, list[Any]] = {}
+    dtypes: dict[str, pl.DataType] = {}
+    times: list[str] = []
+    page = _Reader(data)
+    page.at = len(_MAGIC)
+    for element in elements[1:]:
+        fields = {field: value for field, _, value in element}
+        name = fields[4].decode()
+        key = (fields[1], fields.get(6))
+        kind = "int" if key == _KINDS_READ_TIME else _KINDS_READ[key]
+        columns[name] = _read_page(page, rows, kind)
+        dtypes[name] = pl.String() if kind == "string" else pl.Int64()
+        if key == _KINDS_READ_TIME:
+            times.append(name)
+    if page.at != start or len(columns) != len(elements) - 1:
+        return None
+    frame = pl.from_dict(columns, schema=dtypes)
+    return frame.with_columns(pl.col(times).cast(_UTC_MICROS)) if times else frame
+
+
+def _read_page(page: _Reader, rows: int, kind: str) -> list[Any]:
+    """The values of the page at ``page``'s cursor (``None`` where the level says
+    null), which moves past it."""
+    data = page.data
+    if data[page.at : page.at + 3] != b"\x15\x00\x15":
+        raise ValueError("not a page small_parquet writes")
+    page.at += 3
+    size = page.zigzag()
+    if page.byte() != 0x15 or page.zigzag() != size or page.byte() != 0x2C:
+        raise ValueError("not a page small_parquet writes")
+    if page.byte() != 0x15 or page.zigzag() != rows:
+        raise ValueError("the page does not hold the file's rows")
+    if data[page.at : page.at + len(_PAGE_MIDDLE)] != _PAGE_MIDDLE:
+        raise ValueError("not a page small_parquet writes")
+    at = page.at + len(_PAGE_MIDDLE)
+    end = at + size
+    (length,) = struct.unpack_from("<I", data, at)
+    defined = _read_levels(data[at + 4 : at + 4 + length], rows)
+    at += 4 + length
+    values: list[Any]
+    if kind == "string":
+        values = []
+        for is_set in defined:
+            if is_set:
+                (n,) = struct.unpack_from("<I", data, at)
+                values.append(data[at + 4 : at + 4 + n].decode())
+                at += 4 + n
+            else:
+                values.append(None)
+    else:
+        count = sum(defined)
+        numbers = iter(struct.unpack_from(f"<{count}q", data, at))
+        at += 8 * count
+        values = [next(numbers) if is_set else None for is_set in defined]
+    if at != end:
+        raise ValueError("the page's size does not add up")
+    page.at = end
+    return values
+
+
+def _read_levels(encoded: bytes, rows: int) -> list[bool]:
+    """RLE runs of bit width 1, as :func:`_levels` writes them."""
+    reader = _Reader(encoded)
+    out: list[bool] = []
+    while reader.at < len(encoded):
+        head = reader.varint()
+        if head & 1:
+            raise ValueError("bit-packed levels: not written here")
+        level = reader.byte()
+        if level > 1 or len(out) + (head >> 1) > rows:
+            raise ValueError("a definition level over 1, or more levels than rows")
+        out += [level == 1] * (head >> 1)
+    if len(out) != rows:
+        raise ValueError("the definition levels do not cover the rows")
+    return out

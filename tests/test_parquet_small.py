@@ -19,6 +19,7 @@ from pairbatch.parquet_small import (
     _chunk,
     _column_parts,
     _page_header,
+    read_small,
     small_parquet,
 )
 
@@ -59,6 +60,14 @@ def _check(frame: pl.DataFrame) -> None:
     table = pq.read_table(io.BytesIO(data))
     assert table.column_names == frame.columns
     assert pl.from_arrow(table).equals(frame)  # type: ignore[union-attr]
+    mine = read_small(data)  # and this module's own reader
+    assert mine is not None
+    assert mine.schema == frame.schema
+    assert mine.equals(frame)
+    # A file another writer made is not this reader's to read.
+    handle = io.BytesIO()
+    frame.write_parquet(handle, compression="uncompressed", statistics=False)
+    assert read_small(handle.getvalue()) is None
 
 
 @settings(max_examples=150, deadline=None)
@@ -129,3 +138,20 @@ def test_hand_written_footer_parts_match_the_generic_encoder(name: str, values: 
         ]
         _encode([[2, 6, values * 3], [3, 12, meta]], chunk)
         assert _chunk(head, values, values + 7, values * 3) == bytes(chunk)
+
+
+@settings(max_examples=60, deadline=None)
+@given(frames(), st.data())
+def test_damaged_small_files_are_refused_or_read_never_raise(
+    frame: pl.DataFrame, data: st.DataObject
+) -> None:
+    """The reader never raises on damage: it gives ``None`` (Polars then reads the file
+    and reports the damage) or a frame, which the caller's SHA-256 check then refuses."""
+    written = small_parquet(frame)
+    assert written is not None
+    at = data.draw(st.integers(min_value=0, max_value=len(written) - 1))
+    flipped = bytearray(written)
+    flipped[at] ^= data.draw(st.integers(min_value=1, max_value=255))
+    for damaged in (bytes(flipped), written[:at], written[:at] + written[at + 1 :]):
+        result = read_small(damaged)
+        assert result is None or isinstance(result, pl.DataFrame)
