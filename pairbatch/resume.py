@@ -256,15 +256,14 @@ async def resume_multi_batches(
     async with contextlib.aclosing(gen):
         async for outcome in gen:
             outcomes[outcome.job.segment_index] = outcome
-    recorded = await asyncio.to_thread(read_registry, out_dir)
+    # File and frame work: one trip to a worker thread (a run's frames take a while to
+    # join, and the event loop may be serving other runs).
+    recorded, ordered, combined, failed, failures = await asyncio.to_thread(
+        _gathered, out_dir, outcomes
+    )
     final_jobs = [
         outcomes[j.segment_index].job if j.segment_index in outcomes else j for j in recorded
     ]
-    ordered = [outcomes[k] for k in sorted(outcomes)]
-    combined = concat_frames([o.results for o in ordered if o.results is not None])
-    failed = concat_frames([o.failed_attempts for o in ordered if o.failed_attempts is not None])
-    failures = concat_frames([o.batch_failure for o in ordered if o.batch_failure is not None])
-    combined = combined if combined is not None else empty_combined()
     with verbose_logging(verbose):
         if written is not None:
             await asyncio.to_thread(write_combined_csv_file, combined, written)
@@ -293,6 +292,24 @@ async def resume_multi_batches(
             **(arguments | {"jobs": None, "output_dir": out_dir, "retry_failed": retry_failed - 1})
         )
     return result
+
+
+def _gathered(
+    out_dir: Path, outcomes: Mapping[int, JobOutcome]
+) -> tuple[list[Job], list[JobOutcome], pl.DataFrame, pl.DataFrame | None, pl.DataFrame | None]:
+    """The registry as recorded, the outcomes in segment order, and their results,
+    failed attempts and batch failures joined (blocking)."""
+    ordered = [outcomes[k] for k in sorted(outcomes)]
+    combined = concat_frames([o.results for o in ordered if o.results is not None])
+    failed = concat_frames([o.failed_attempts for o in ordered if o.failed_attempts is not None])
+    failures = concat_frames([o.batch_failure for o in ordered if o.batch_failure is not None])
+    return (
+        read_registry(out_dir),
+        ordered,
+        combined if combined is not None else empty_combined(),
+        failed,
+        failures,
+    )
 
 
 async def _retry_round(arguments: Mapping[str, Any], out_dir: Path, jobs: list[Job]) -> bool:
