@@ -9,6 +9,10 @@ no statistics; the footer is Thrift compact, through :mod:`pairbatch.parquet_app
 encoder. Only the types results are made of are written (strings, 64-bit integers,
 microsecond UTC timestamps); for any other frame :func:`small_parquet` gives ``None``
 and the caller uses Polars. Tests read every file back with Polars and with pyarrow.
+
+:func:`read_small` reads back only what :func:`small_parquet` wrote (a third of Polars'
+CPU for a 2-pair segment's file), checking the layout byte by byte as it goes; any other
+or damaged file gives ``None``, and the caller reads it with Polars.
 """
 
 from __future__ import annotations
