@@ -17,7 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pairbatch.parquet_append import ParquetAppender, _encode, _footer
+from pairbatch.parquet_append import ParquetAppender, _footer
+from pairbatch.thrift_compact import encode as _encode
 
 SCHEMA = {
     "custom_id": pl.Utf8,

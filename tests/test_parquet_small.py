@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pairbatch.pairs import write_parquet
-from pairbatch.parquet_append import _encode
 from pairbatch.parquet_small import (
     SMALL_ROWS,
     _chunk,
@@ -22,6 +21,7 @@ from pairbatch.parquet_small import (
     read_small,
     small_parquet,
 )
+from pairbatch.thrift_compact import encode as _encode
 
 UTC_US = pl.Datetime("us", "UTC")
 KINDS = {"s": pl.String, "i": pl.Int64, "t": UTC_US}
