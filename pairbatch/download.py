@@ -30,6 +30,7 @@ from pairbatch.partfile import (
     range_start,
 )
 from pairbatch.retry import RetryPolicy, TransientError, call_with_retries
+from pairbatch.threads import to_thread
 from pairbatch.wire import Redactor, Response, lower_keys, safe_url
 
 if TYPE_CHECKING:
@@ -64,14 +65,14 @@ async def download(
     where = f"GET {safe_url(url)}"
     state = ResumeState()
     tries = 0
-    await asyncio.to_thread(prepare_part, part)
+    await to_thread(prepare_part, part)
 
     async def attempt() -> int:
         nonlocal tries
         tries += 1
         # Measured before the bucket grant: between a grant and its send there must be
         # no wait (a thread hop could be long), or sends bunch up past the server's limit.
-        have = await asyncio.to_thread(part_size, part) if tries > 1 and state.resumable else 0
+        have = await to_thread(part_size, part) if tries > 1 and state.resumable else 0
         async with transport._gate(provider):
             granted_at = await transport._admit(provider, tries == 1)
             return await _stream_once(
@@ -92,10 +93,10 @@ async def download(
 
     try:
         size = await call_with_retries(attempt, policy, provider=provider, what=where)
-        await asyncio.to_thread(commit_part, part, target)
+        await to_thread(commit_part, part, target)
     except BaseException:
         with contextlib.suppress(OSError):
-            await asyncio.shield(asyncio.to_thread(discard_part, part))
+            await asyncio.shield(to_thread(discard_part, part))
         raise
     transport._count(provider, "bytes_downloaded", size)
     return size
@@ -133,7 +134,7 @@ async def _stream_once(
                 body = await resp.read()
                 if resp.status == 416 and have:
                     # Our partial file no longer fits the resource: start over.
-                    await asyncio.to_thread(discard_part, part)
+                    await to_thread(discard_part, part)
                     raise TransientError(provider, 416, f"{where}: range not satisfiable")
                 answer = Response(resp.status, lower_keys(resp.headers), body)
                 raise transport._http_failure(
@@ -147,7 +148,7 @@ async def _stream_once(
             offset = 0
             if resp.status == 206 and have:
                 if range_start(resp.headers.get("Content-Range")) != have:
-                    await asyncio.to_thread(discard_part, part)
+                    await to_thread(discard_part, part)
                     raise TransientError(provider, 206, f"{where}: unexpected Content-Range")
                 offset = have
             length = None if encoded else resp.content_length

@@ -39,6 +39,7 @@ from pairbatch.registry import Registry
 from pairbatch.session import Session
 from pairbatch.settings import SETTINGS_NAME, require_settings
 from pairbatch.settle import TAG, failure_detail, rebuild_request_file, segment_pairs, settle
+from pairbatch.threads import to_thread
 from pairbatch.wakeups import Wakeups
 
 log = logging.getLogger("pairbatch.resume")
@@ -178,7 +179,7 @@ class JobDriver:
                 )
                 self.emit(Event(EventKind.SUBMITTED, job, detail=job.batch_id))
                 return job
-        path, options, files = await asyncio.to_thread(self.sendable, job)
+        path, options, files = await to_thread(self.sendable, job)
         job = attrs.evolve(job, files=files)
         try:
             async with self._create_turn:
@@ -346,7 +347,7 @@ class JobDriver:
             downloaded = await client.download(job, status)
         # Everything else is file and CPU work: one trip to a worker thread, not one per
         # step, so the event loop keeps its requests on time.
-        results, failed, failure, files = await asyncio.to_thread(
+        results, failed, failure, files = await to_thread(
             settle, job, status, downloaded, self.options
         )
         job = await self.record(

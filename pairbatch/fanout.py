@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
@@ -20,6 +21,7 @@ from pairbatch.heap import FrozenHeap, frozen_heap
 from pairbatch.models import Job
 from pairbatch.outcomes import JobOutcome, load_outcome
 from pairbatch.session import Session
+from pairbatch.threads import run_context, to_thread
 
 log = logging.getLogger("pairbatch.resume")
 
@@ -46,7 +48,7 @@ async def drive_all(
         heap = held.enter_context(frozen_heap(len(pending_jobs)))
         for job in [j for j in run.jobs.values() if j.done]:
             asked = wanted is True or (not isinstance(wanted, bool) and job.segment_index in wanted)
-            outcome = None if asked and job.batch_id else await asyncio.to_thread(load_outcome, job)
+            outcome = None if asked and job.batch_id else await to_thread(load_outcome, job)
             if outcome is None or (outcome.error and wanted is True):
                 # Fetched again from the provider: the results are re-derived, not guessed.
                 pending_jobs.append(await run.record(job.transition(done=False)))
@@ -54,6 +56,8 @@ async def drive_all(
             yield outcome
         if not pending_jobs:
             return
+        # The job tasks' blocking work goes to the run's own threads (pairbatch.threads).
+        context = held.enter_context(run_context())
         await session.__aenter__()
         entered = True
         loop = asyncio.get_running_loop()
@@ -61,7 +65,8 @@ async def drive_all(
         finished: asyncio.Queue[asyncio.Task[JobOutcome]] = asyncio.Queue()
         ordered = sorted(pending_jobs, key=lambda j: j.segment_index)
         starter = asyncio.create_task(
-            start_jobs(run, ordered, tasks, finished.put_nowait, heap), name="pairbatch-start"
+            start_jobs(run, ordered, tasks, finished.put_nowait, heap, context),
+            name="pairbatch-start",
         )
         left = len(ordered)
         while left:
@@ -111,17 +116,19 @@ async def start_jobs(
     tasks: list[asyncio.Task[JobOutcome]],
     on_done: Callable[[asyncio.Task[JobOutcome]], object],
     heap: FrozenHeap | None = None,
+    context: contextvars.Context | None = None,
 ) -> None:
     """Create the jobs' tasks in slices sized so that each slice's first steps fit
     :data:`START_SLICE_S`, yielding to the loop between slices (and keeping the tasks
-    made so far out of the collector's full passes, see :mod:`pairbatch.heap`)."""
+    made so far out of the collector's full passes, see :mod:`pairbatch.heap`), in
+    ``context`` when given (the run's threads, :func:`pairbatch.threads.run_context`)."""
     clock = time.perf_counter
     size, index = 8, 0
     while index < len(jobs):
         began = clock()
         for job in jobs[index : index + size]:
             name = f"pairbatch-segment-{job.segment_index}"
-            task = asyncio.create_task(run.drive(job), name=name)
+            task = asyncio.create_task(run.drive(job), name=name, context=context)
             task.add_done_callback(on_done)
             tasks.append(task)
         index += size

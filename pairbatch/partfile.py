@@ -13,6 +13,7 @@ import attrs
 
 from pairbatch.errors import DownloadError
 from pairbatch.retry import TransientError
+from pairbatch.threads import to_thread
 
 # Bytes gathered before a write is handed to the worker thread.
 CHUNK_BYTES = 1 << 20
@@ -64,7 +65,7 @@ class ChunkWriter:
         if self._batched >= CHUNK_BYTES:
             await self._wait()
             batch, self._batch, self._batched = self._batch, [], 0
-            self._pending = asyncio.ensure_future(asyncio.to_thread(self._write, batch))
+            self._pending = asyncio.ensure_future(to_thread(self._write, batch))
 
     async def _wait(self) -> None:
         if self._pending is not None:
@@ -92,7 +93,7 @@ class ChunkWriter:
             batch = self._batch  # only after the earlier writes all succeeded
         finally:
             self._batch, self._batched = [], 0
-            await asyncio.shield(asyncio.to_thread(self._finish, batch))
+            await asyncio.shield(to_thread(self._finish, batch))
 
 
 def prepare_part(part: Path) -> None:

@@ -50,6 +50,7 @@ from pairbatch.registry_codec import (
 )
 from pairbatch.registry_fast import read_csv_fast, read_journal_fast
 from pairbatch.registry_merge import _check_against_run, _merge, merged_columns
+from pairbatch.threads import to_thread
 
 log = logging.getLogger("pairbatch.registry")
 
@@ -283,7 +284,7 @@ class Registry:
             waiter, self._committed = self._committed, None
             lines = [(job, self._revs[job.segment_index]) for job in batch]
             try:
-                await asyncio.to_thread(self._append, lines)
+                await to_thread(self._append, lines)
             except BaseException as exc:
                 if waiter is not None and not waiter.done():
                     waiter.set_exception(exc)
@@ -294,7 +295,7 @@ class Registry:
                 self._compact_min, self._compact_factor * len(self._jobs)
             ):
                 # After the waiters are answered: compaction is off the transitions' path.
-                await asyncio.to_thread(self._compact, self._snapshot())
+                await to_thread(self._compact, self._snapshot())
 
     def _append(self, lines: list[tuple[Job, int]]) -> None:
         payload = b"".join(orjson.dumps(_job_record(j, self._root, r)) + b"\n" for j, r in lines)
@@ -320,7 +321,7 @@ class Registry:
             with contextlib.suppress(Exception):
                 await self._committer
         if self._jobs:
-            await asyncio.to_thread(self._compact, self._snapshot())
+            await to_thread(self._compact, self._snapshot())
 
 
 __all__ = [

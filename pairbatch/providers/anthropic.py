@@ -5,7 +5,6 @@ Result lines are read in :mod:`.anthropic_lines`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from datetime import datetime, timedelta
@@ -28,6 +27,7 @@ from pairbatch.providers.base import (
     reject_unknown,
 )
 from pairbatch.providers.profiles import PreflightAnswer, StateWarner, preflight_answer
+from pairbatch.threads import to_thread
 
 log = logging.getLogger("pairbatch.providers.anthropic")
 LIMITS = anthropic_profiles.LIMITS
@@ -100,7 +100,7 @@ class AnthropicClient(JsonApiClient):
         }
 
     async def submit(self, job: Job, requests_path: Path, options: Options) -> str:
-        body = await asyncio.to_thread(_requests_body, requests_path)
+        body = await to_thread(_requests_body, requests_path)
         batch = await self._call("POST", "/v1/messages/batches", data=body, idempotent=False)
         return str(batch["id"])
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from pairbatch.providers.profiles import (
     preflight_answer,
 )
 from pairbatch.retry import error_details
+from pairbatch.threads import to_thread
 
 log = logging.getLogger("pairbatch.providers.gemini")
 
@@ -184,13 +184,13 @@ class GeminiClient(JsonApiClient):
     async def submit(self, job: Job, requests_path: Path, options: Options) -> str:
         version = self._use_version(options)
         name = display_name(job)
-        size = (await asyncio.to_thread(requests_path.stat)).st_size
+        size = (await to_thread(requests_path.stat)).st_size
         inline = options.get("inline")
         if inline is None:
             inline = size <= INLINE_LIMIT_BYTES
         path = f"/{version}/models/{bare_model(job.model)}:batchGenerateContent"
         if inline:
-            body = await asyncio.to_thread(_inline_body, requests_path, name)
+            body = await to_thread(_inline_body, requests_path, name)
         else:
             upload = ResumableUpload(
                 self.transport,
@@ -278,7 +278,7 @@ class GeminiClient(JsonApiClient):
             if batch is None:
                 batch = await self._call("GET", f"/{self.api_version}/{status.batch_id}")
             responses = _inline_responses(batch) or []
-            await asyncio.to_thread(_write_inline_results, responses, dest)
+            await to_thread(_write_inline_results, responses, dest)
             return Downloaded(output_path=dest)
         if status.output_ref:
             await self.transport.download(

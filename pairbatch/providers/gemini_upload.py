@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from pairbatch.errors import ProviderError
+from pairbatch.threads import to_thread
 
 if TYPE_CHECKING:
     from pairbatch.retry import RetryPolicy
@@ -73,7 +74,7 @@ class ResumableUpload:
         offset = 0
         resumes = 0
         while True:
-            chunk = await asyncio.to_thread(_read_chunk, path, offset, self.chunk_bytes)
+            chunk = await to_thread(_read_chunk, path, offset, self.chunk_bytes)
             last = offset + len(chunk) >= size
             command = "upload, finalize" if last else "upload"
             try:
