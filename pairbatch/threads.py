@@ -4,9 +4,12 @@ Every job's blocking work (part files, settles, registry appends) is a short tri
 worker thread. Through the loop's default executor (``min(32, cores + 4)`` threads,
 six on two cores) up to six threads at once want the GIL back from their syscalls and
 the event loop waits behind them: a 999-job drain at 200 req/s per provider spent
-1.4–1.6 s of kernel time and took 1.12–1.29x the ideal. Through two threads it spent
-1.0 s and took 1.06–1.15x (``benchmarks/bench_engine.py``; the measurements are in the
-CHANGELOG). Two, not one: one thread can wait on an fsync while the other computes.
+1.4–1.6 s of kernel time and took 1.12–1.29x the ideal. Through two threads a run it
+spent 1.0 s and took 1.06–1.15x (``benchmarks/bench_engine.py``; the measurements are in
+the CHANGELOG). That drain is three runs at once, one per provider, so six threads in
+all, as many as the default executor had: the gain is measured, its cause not pinned
+down (one two-thread pool shared by the three runs measured the same, within the
+noise). Two, not one: one thread can wait on an fsync while the other computes.
 
 The pool is found through a context variable set in the context every job task is
 created in (:func:`run_context`), so nothing global changes: the host application's
