@@ -137,6 +137,18 @@ def direct(args: argparse.Namespace) -> None:
             f"{label}: random {mean_r:.0f}, adaptive {mean_a:.0f}, saving {1 - mean_a / mean_r:.1%}"
             f" (95% bootstrap interval over seeds {low:.1%} to {high:.1%})"
         )
+    # Round 0 is the same connected design for both (it cannot be much smaller and stay
+    # connected), so the saving of the rounds that differ is printed as well.
+    first = float(traces["random"][0][0][0])
+    r, a = (
+        np.array([needed(t, args.level) for t in traces[strategy]]) - first
+        for strategy in ("random", "adaptive")
+    )
+    low, high = saving_interval(r, a)
+    print(
+        f"after the shared round 0 ({first:.0f} comparisons): random {r.mean():.0f}, adaptive "
+        f"{a.mean():.0f}, saving {1 - a.mean() / r.mean():.1%} ({low:.1%} to {high:.1%})"
+    )
     print(f"({time.perf_counter() - start:.1f} s)")
     print("\nper round, mean over seeds: reported reliability vs Spearman with the truth")
     print(
