@@ -137,11 +137,11 @@ def direct(args: argparse.Namespace) -> None:
             f"{label}: random {mean_r:.0f}, adaptive {mean_a:.0f}, saving {1 - mean_a / mean_r:.1%}"
             f" (95% bootstrap interval over seeds {low:.1%} to {high:.1%})"
         )
-    # Round 0 is the same connected design for both (it cannot be much smaller and stay
-    # connected), so the saving of the rounds that differ is printed as well.
+    # Round 0 is the same random connected design for both, so the saving of the rounds
+    # that differ is printed as well (each trace less its own round 0).
     first = float(traces["random"][0][0][0])
     r, a = (
-        np.array([needed(t, args.level) for t in traces[strategy]]) - first
+        np.array([needed(t, args.level) - t[0][0] for t in traces[strategy]])
         for strategy in ("random", "adaptive")
     )
     low, high = saving_interval(r, a)
