@@ -60,22 +60,45 @@ def truth_rho(scores: pl.DataFrame, truth: dict[str, float]) -> float:
     return spearman(scores["theta"].to_numpy(), [truth[i] for i in scores["id"]])
 
 
-Trace = list[tuple[int, float, float, float]]  # comparisons, reliability, rho, MLE rho
+# comparisons, reliability, rho, MLE rho, the round's information share (see below)
+Trace = list[tuple[int, float, float, float, float]]
+
+
+def information_share(judge: LatentJudge, pairs: pl.DataFrame) -> float:
+    """The mean Fisher information a round's verdicts carry about the two texts' quality
+    difference, under the planted truth, as a share of the most one verdict can carry
+    (a pair the judge calls 50:50). It shows where a design's saving comes from: a
+    random pair of far-apart texts is nearly certain and teaches little."""
+    lapse, noise = judge.lapse, judge.noise
+    best = (1 - lapse) ** 2 / (4 * noise * noise)
+    shares = []
+    for text1, text2 in zip(pairs["text1"], pairs["text2"], strict=True):
+        z = (judge.qualities[text1] - judge.qualities[text2]) / noise + judge.position_bias
+        s = 1 / (1 + math.exp(-z))
+        p = (1 - lapse) * s + lapse / 2
+        shares.append(((1 - lapse) * s * (1 - s) / noise) ** 2 / (p * (1 - p)) / best)
+    return statistics.mean(shares) if shares else math.nan
 
 
 def run_direct(args: argparse.Namespace, seed: int, strategy: str) -> Trace:
     samples, judge, truth = world(args.texts, seed, args.noise, args.bias, args.lapse)
     trace: Trace = []
+    shares: list[float] = []
+
+    def judge_round(pairs: pl.DataFrame) -> pl.DataFrame:
+        shares.append(information_share(judge, pairs))
+        return judge.judge_pairs(pairs)
 
     def on_round(study: Study) -> None:
         row = study.rows[-1]
         rho = truth_rho(study.fits[-1].scores, truth)  # the reported (regularised) fit
         mle = truth_rho(study.mle_fits[-1].scores, truth)
-        trace.append((int(row["total_comparisons"]), float(row["reliability"]), rho, mle))
+        total = int(row["total_comparisons"])
+        trace.append((total, float(row["reliability"]), rho, mle, shares[-1]))
 
     design = Design(seed=seed, pairs_per_round=args.pairs_per_round, strategy=strategy)  # type: ignore[arg-type]
     stop = StopRule(target_reliability=2.0, stability=2.0, max_rounds=args.rounds)
-    simulate_adaptive(samples, judge.judge_pairs, design=design, stop=stop, on_round=on_round)
+    simulate_adaptive(samples, judge_round, design=design, stop=stop, on_round=on_round)
     return trace
 
 
@@ -150,18 +173,22 @@ def direct(args: argparse.Namespace) -> None:
         f"{a.mean():.0f}, saving {1 - a.mean() / r.mean():.1%} ({low:.1%} to {high:.1%})"
     )
     print(f"({time.perf_counter() - start:.1f} s)")
-    print("\nper round, mean over seeds: reported reliability vs Spearman with the truth")
+    print("\nper round, mean over seeds: reported reliability vs Spearman with the truth, and")
+    print("the information the round's verdicts carried (share of the most a verdict can carry)")
     print(
-        f"{'comparisons':>11} | {'random rel':>10} {'true rho':>8} | {'adaptive rel':>12} {'true rho':>8}"
+        f"{'comparisons':>11} | {'random rel':>10} {'true rho':>8} {'info':>5} |"
+        f" {'adaptive rel':>12} {'true rho':>8} {'info':>5}"
     )
     for i in range(args.rounds):
         cells = []
         for strategy in ("random", "adaptive"):
             rows = [t[i] for t in traces[strategy] if len(t) > i]
-            cells.append((statistics.mean(r[1] for r in rows), statistics.mean(r[2] for r in rows)))
+            cells.append(tuple(statistics.mean(r[k] for r in rows) for k in (1, 2, 4)))
         count = traces["random"][0][i][0]
+        (rel_r, rho_r, info_r), (rel_a, rho_a, info_a) = cells
         print(
-            f"{count:>11} | {cells[0][0]:>10.3f} {cells[0][1]:>8.3f} | {cells[1][0]:>12.3f} {cells[1][1]:>8.3f}"
+            f"{count:>11} | {rel_r:>10.3f} {rho_r:>8.3f} {info_r:>5.2f} |"
+            f" {rel_a:>12.3f} {rho_a:>8.3f} {info_a:>5.2f}"
         )
 
 
