@@ -8,7 +8,8 @@ Two kinds of figures, labelled in the output:
   correlation with the planted qualities reaches 0.9 (linear between the two rounds
   that straddle it; the round-granular count is printed too, and the same figures for
   the unpenalised MLE fit), and per round the reported (scale-separation) reliability
-  next to the true agreement, so inflation shows;
+  next to the true agreement, so inflation shows, and the information the round's
+  verdicts carried about the planted qualities (:func:`information_share`);
 * **emulator**: one adaptive study through ``run_adaptive`` and real batches on the
   loopback ProviderEmulator serving the same LatentJudge, checked against the direct
   run of the same seed (it must choose the same pairs and get the same verdicts).
