@@ -74,9 +74,8 @@ def information_share(judge: LatentJudge, pairs: pl.DataFrame) -> float:
     best = (1 - lapse) ** 2 / (4 * noise * noise)
     shares = []
     for text1, text2 in zip(pairs["text1"], pairs["text2"], strict=True):
-        z = (judge.qualities[text1] - judge.qualities[text2]) / noise + judge.position_bias
-        s = 1 / (1 + math.exp(-z))
-        p = (1 - lapse) * s + lapse / 2
+        p = judge.probability(text1, text2)  # the judge's own model, lapses included
+        s = (p - lapse / 2) / (1 - lapse)  # the logistic part, whose slope carries it
         shares.append(((1 - lapse) * s * (1 - s) / noise) ** 2 / (p * (1 - p)) / best)
     return statistics.mean(shares) if shares else math.nan
 
