@@ -4,7 +4,8 @@ Run by hand:  .venv/bin/python benchmarks/bench_scale.py [--mb 1024] [--repeat 2
 
 One OpenAI ``responses`` output file of about ``--mb`` MB (``bench_parse.make_files``
 lines, cached in the temp folder between runs) is processed, each approach in a fresh
-child process so its peak RSS is its own (``VmHWM`` is reset after the pairs are loaded):
+child process so its peak RSS is its own (``VmHWM`` is reset after the pairs are loaded,
+the way settle loads a segment's pairs):
 
 * baseline  a plain orjson loop doing the same extraction (``orjson.loads`` + a dict
             extractor of the row's fields, rows into a list), no frame, no normalising
@@ -42,6 +43,7 @@ from bench_parse import MODEL, make_files
 
 from pairbatch.chunked import Segment, settle_chunked
 from pairbatch.normalize import normalize_results
+from pairbatch.pairs import read_segment_pairs
 from pairbatch.providers.openai import BACKEND
 
 LINE_BYTES = 1565  # bench_parse's lines, measured
@@ -99,7 +101,7 @@ APPROACHES = {"baseline": baseline, "in-memory": in_memory, "chunked": chunked}
 
 
 def child(name: str, path: Path, pairs_path: Path) -> None:
-    pairs = pl.read_parquet(pairs_path)
+    pairs = read_segment_pairs(pairs_path)  # as settle reads a segment's pairs
     with tempfile.TemporaryDirectory(dir=path.parent) as out:
         _reset_peak()
         before = _status("VmRSS")
