@@ -180,3 +180,24 @@ def test_hostile_ids_round_trip_through_keys(tmp_path: Path) -> None:
     lookup = dict(zip(back["custom_id"], zip(back["ID1"], back["ID2"], strict=True), strict=True))
     for key, id1, id2 in keyed.select("custom_id", "ID1", "ID2").iter_rows():
         assert lookup[key] == (id1, id2)
+
+
+@pytest.mark.parametrize("given_bytes", [False, True])
+def test_read_segment_pairs_gives_one_chunk_per_column(tmp_path: Path, given_bytes: bool) -> None:
+    # Parquet gives a chunk per row group; a big segment's lines are matched to their
+    # pairs by a gather per chunk of lines, which costs about the column's length for
+    # every chunk of lines when the column is in many chunks.
+    n = 5_000
+    frame = pl.DataFrame(
+        {
+            "custom_id": [f"pbtag-0-{i}" for i in range(n)],
+            "ID1": [f"a{i}" for i in range(n)],
+            "text1": [f"text one {i}" for i in range(n)],
+        }
+    )
+    path = tmp_path / "batch_00_pairs.parquet"
+    frame.write_parquet(path, row_group_size=1_000)
+    assert pl.read_parquet(path).n_chunks("all") == [5, 5, 5]  # what Polars gives
+    back = read_segment_pairs(path, path.read_bytes() if given_bytes else None)
+    assert back.n_chunks("all") == [1, 1, 1]
+    assert back.equals(frame)
