@@ -255,7 +255,9 @@ def _read(data: bytes) -> pl.DataFrame | None:
     if page.at != start or len(columns) != len(elements) - 1:
         return None
     frame = pl.from_dict(columns, schema=dtypes)
-    return frame.with_columns(pl.col(times).cast(_UTC_MICROS)) if times else frame
+    # Cast by Series, not ``pl.col(name)``: a column may be called ``*`` or ``^a.*$``,
+    # which ``pl.col`` reads as every column or as a regex.
+    return frame.with_columns(frame.get_column(name).cast(_UTC_MICROS) for name in times)
 
 
 def _read_page(page: Reader, rows: int, kind: str) -> list[Any]:

@@ -76,6 +76,22 @@ def test_small_frames_read_back_exactly_by_polars_and_pyarrow(frame: pl.DataFram
     _check(frame)
 
 
+@pytest.mark.parametrize("name", ["*", "^s.*$", "^x$"])
+def test_timestamp_column_named_like_a_wildcard_or_regex(name: str) -> None:
+    # (Found by the property test above: pl.col("*") cast every column to a timestamp.)
+    at = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    frame = pl.DataFrame(
+        [
+            pl.Series("s", ["a", None], pl.Utf8),
+            # (Named after building: Polars' own constructor fails for "^x$".)
+            pl.Series("t", [at, None], pl.Datetime("us", "UTC")).alias(name),
+            pl.Series("n", [None, 7], pl.Int64),
+        ]
+    )
+    _check(frame)
+    _check(frame.head(0))
+
+
 def test_results_like_frame_with_runs_of_nulls() -> None:
     rows = 20
     frame = pl.DataFrame(
