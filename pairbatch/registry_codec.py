@@ -7,6 +7,7 @@ the column; a registry that does not parse whole is never "repaired" (see
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -70,14 +71,23 @@ def _relative(path: str | None, base: str) -> str | None:
         return None
     absolute = os.path.abspath(path)
     if absolute.startswith(base + os.sep):
-        return absolute[len(base) + 1 :]
+        inside = absolute[len(base) + 1 :]
+        # A file named ``~x`` in the folder is stored ``./~x``: a leading ``~`` reads
+        # back as a home folder.
+        return "./" + inside if inside.startswith("~") else inside
     return path
 
 
 def _absolute(path: str | None, base: Path) -> str | None:
     if path is None:
         return None
-    candidate = Path(path).expanduser()
+    candidate = Path(path)
+    # Only a path written with a leading ``~`` names a home folder: ``Path("./~x")`` is
+    # ``~x`` to pathlib, which would expand it. A ``~name`` with no such user (pathlib
+    # raises RuntimeError) can only be a file of that name, taken as written.
+    if path.startswith("~"):
+        with contextlib.suppress(RuntimeError):
+            candidate = candidate.expanduser()
     return str(candidate if candidate.is_absolute() else base / candidate)
 
 

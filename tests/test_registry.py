@@ -58,6 +58,30 @@ def test_paths_are_stored_relative_so_the_folder_can_move(tmp_path: Path) -> Non
     assert job.batch_output_path == str(new / "batch_01_output.jsonl")
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_file_names_starting_with_a_tilde_are_not_home_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast: bool
+) -> None:
+    # (Found by a property test: "./~1" is "~1" to pathlib, whose expanduser then
+    # looked for user "1" and raised RuntimeError.)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    job = make_job(out, 1, csv_path=str(out / "~1"), pairs_path="./~2")
+    reg.write_registry(out, [job])
+    assert "./~1" in (out / reg.REGISTRY_NAME).read_text()  # never stored as "~1"
+    data = [(out / name).read_bytes() for name in (reg.REGISTRY_NAME, reg.JOURNAL_NAME)]
+    ((back, _),) = reg._read_revs(out, *data, fast=fast)
+    assert back.csv_path == str(out / "~1")
+    # A relative path outside the folder is kept as given and read against the folder;
+    # a leading "~" still names a home folder when it can be expanded.
+    assert back.pairs_path == str(out / "~2")
+    hand = (out / reg.REGISTRY_NAME).read_text().replace("./~1", "~/x.csv")
+    (out / reg.REGISTRY_NAME).write_text(hand)
+    (out / reg.JOURNAL_NAME).unlink()
+    (again,) = reg.read_registry(out)
+    assert again.csv_path == str(Path("~/x.csv").expanduser())
+
+
 def test_reference_registry_without_our_columns(tmp_path: Path) -> None:
     (tmp_path / reg.REGISTRY_NAME).write_text(
         "segment_index,provider,model,batch_id,batch_input_path,batch_output_path,csv_path,pairs_path,done\n"
