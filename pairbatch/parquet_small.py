@@ -257,6 +257,8 @@ def _read(data: bytes) -> pl.DataFrame | None:
     frame = pl.from_dict(columns, schema=dtypes)
     # Cast by Series, not ``pl.col(name)``: a column may be called ``*`` or ``^a.*$``,
     # which ``pl.col`` reads as every column or as a regex.
+    if not times:
+        return frame
     return frame.with_columns(frame.get_column(name).cast(_UTC_MICROS) for name in times)
 
 
