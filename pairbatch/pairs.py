@@ -63,6 +63,18 @@ def separator_hint(columns: list[str], missing: Sequence[str] = ()) -> str:
     return ""
 
 
+def _check_column_names(columns: Sequence[str], source: str) -> None:
+    """Refuse column names Polars reads as patterns: ``*`` selects every column and
+    ``^...$`` is a regex, so such a column would be dropped, or duplicated, by the
+    selections that carry extra pair columns into the results."""
+    for name in columns:
+        if name == "*" or (len(name) > 1 and name.startswith("^") and name.endswith("$")):
+            raise InputError(
+                f"{source}: column name {name!r} is not supported (Polars reads it as a "
+                "pattern); rename the column"
+            )
+
+
 def load_pairs(pairs: PairsSource) -> pl.DataFrame:
     """Read and validate a pairs table (a Polars frame, or a CSV / Parquet path).
 
@@ -81,6 +93,7 @@ def load_pairs(pairs: PairsSource) -> pl.DataFrame:
             f"pairs must be a polars DataFrame or a path to a CSV/Parquet file, "
             f"not {type(pairs).__name__}"
         )
+    _check_column_names(frame.columns, source)
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise InputError(

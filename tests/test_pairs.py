@@ -201,3 +201,18 @@ def test_read_segment_pairs_gives_one_chunk_per_column(tmp_path: Path, given_byt
     back = read_segment_pairs(path, path.read_bytes() if given_bytes else None)
     assert back.n_chunks("all") == [1, 1, 1]
     assert back.equals(frame)
+
+
+@pytest.mark.parametrize("name", ["*", "^x$", "^$", "^a.*$"])
+def test_pattern_like_column_names_are_refused_naming_the_column(name: str) -> None:
+    # Polars reads these as "every column" or a regex: an extra pair column so named was
+    # dropped from the results ("^x$") or lost every result ("*").
+    frame = pl.DataFrame({"ID1": ["a"], "text1": ["x"], "ID2": ["b"], "text2": ["y"], name: [1]})
+    with pytest.raises(InputError, match=re.escape(f"column name {name!r} is not supported")):
+        load_pairs(frame)
+
+
+@pytest.mark.parametrize("name", ["^x", "x$", "$^", "a*b", "**"])
+def test_other_unusual_column_names_are_carried(name: str) -> None:
+    frame = pl.DataFrame({"ID1": ["a"], "text1": ["x"], "ID2": ["b"], "text2": ["y"], name: [1]})
+    assert load_pairs(frame).get_column(name).to_list() == [1]
