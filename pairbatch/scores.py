@@ -51,7 +51,9 @@ class BTFit:
     """A fitted Bradley–Terry model. ``scores``: ``id, theta, se, rank, n, wins``.
 
     ``reliability`` is the scale-separation reliability used in comparative judgement,
-    ``(var(theta) - mean(se^2)) / var(theta)`` (sample variance). ``prior_sd`` is None
+    ``(var(theta) - mean(se^2)) / var(theta)`` (sample variance); it is below 0 when the
+    SEs outweigh the scores' spread (too few comparisons a text to separate them, as
+    after a first round of two a text), and is reported as computed. ``prior_sd`` is None
     for a plain maximum-likelihood fit; ``se_method`` is ``"exact"`` (inverse of the
     information matrix) or ``"approximate"`` (large designs, see :func:`bradley_terry`).
     """
