@@ -14,6 +14,7 @@ import re
 import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from pairbatch.cli_args import (
@@ -98,6 +99,30 @@ def _add_resume_flags(parser: argparse.ArgumentParser) -> None:
     add("--no-progress", dest="progress", action="store_false", help="no progress display")
 
 
+def _add_run_folder(command: argparse.ArgumentParser) -> None:
+    """The run folder, as a positional or, as submit and adaptive spell it, ``--output-dir``
+    (``pairbatch resume --output-dir run`` was refused as an unknown argument)."""
+    command.add_argument("output_dir", nargs="?", help="the run folder")
+    command.add_argument(
+        "--output-dir", dest="output_dir_option", metavar="OUTPUT_DIR", help="the same"
+    )
+    command.set_defaults(folder_parser=command)
+
+
+def _resolve_run_folder(args: argparse.Namespace) -> None:
+    """One run folder from the positional and ``--output-dir``; a usage error (exit 2)
+    when there is none, or two different ones."""
+    parser = getattr(args, "folder_parser", None)
+    if parser is None:
+        return
+    given = [f for f in (args.output_dir, args.output_dir_option) if f is not None]
+    if not given:
+        parser.error("the run folder is required (the folder given to submit --output-dir)")
+    if len(given) == 2 and Path(given[0]) != Path(given[1]):
+        parser.error(f"two run folders given: {given[0]!r} and --output-dir {given[1]!r}")
+    args.output_dir = given[0]
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pairbatch import __version__
 
@@ -173,11 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     resume = command("resume", "poll, download and parse until all jobs are done")
-    resume.add_argument("output_dir", help="the run folder")
+    _add_run_folder(resume)
     _add_resume_flags(resume)
 
     status = command("status", "a table of a run's jobs (reads only; no lock)")
-    status.add_argument("output_dir", help="the run folder")
+    _add_run_folder(status)
     status.add_argument("--wide", action="store_true", help="full batch ids and errors")
     status.add_argument(
         "--all",
@@ -188,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--refresh", action="store_true", help="ask the providers for live states")
 
     retry = command("retry", "send a finished run's failed pairs again, as new segments")
-    retry.add_argument("output_dir", help="the run folder")
+    _add_run_folder(retry)
     retry.add_argument("--max-attempts", type=count, default=3, help="attempts per pair, in all")
     retry.add_argument(
         "--codes", default=None, help="only failures with these error codes (comma-separated)"
@@ -196,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("--batch-size", type=count, default=None, help="pairs per new batch")
 
     cancel = command("cancel", "cancel a run's unfinished batches")
-    cancel.add_argument("output_dir", help="the run folder")
+    _add_run_folder(cancel)
 
     demo = command("demo", "an end-to-end run on the built-in emulator")
     demo.add_argument("--output-dir", default="pairbatch-demo", help="where the demo runs go")
@@ -242,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_glue_negative_values(sys.argv[1:] if argv is None else argv))
     args.verbose = getattr(args, "verbose", False)
+    _resolve_run_folder(args)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

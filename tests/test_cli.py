@@ -131,8 +131,10 @@ async def test_submit_status_resume_status(
         assert "seg" in ran.stdout and "state" in ran.stdout
         assert max(len(line) for line in ran.stdout.splitlines()) <= 80
 
+        # The run folder as submit spells it works too (the same folder twice is fine).
         ran = await run_cli(
             "resume",
+            "--output-dir",
             out,
             "--interval-seconds",
             "0.2",
@@ -148,6 +150,9 @@ async def test_submit_status_resume_status(
         ran = await run_cli("status", out, env=env)
         assert ran.rc == 0, ran.stderr
         assert "succeeded" in ran.stdout
+        again = await run_cli("status", f"{out}/", "--output-dir", out, env=env)
+        assert again.rc == 0, again.stderr
+        assert "succeeded" in again.stdout
 
     combined = read_combined(combined_path)
     assert combined.height == pairs.height
@@ -232,6 +237,12 @@ _SUBMIT = ["submit", "{pairs}", *SUBMIT_FLAGS, "--n-segments", "2", *_OUT]  # a 
         pytest.param(["resume", "{empty}", "--interval-seconds", "nan"], "finite", id="nan"),
         pytest.param(["resume", "{empty}", "--timeout", "-1"], "timeout", id="timeout"),
         pytest.param(["status", "{pairs}"], "not a run folder", id="status-file"),
+        pytest.param(["resume", "--no-progress"], "run folder is required", id="no-folder"),
+        pytest.param(
+            ["status", "{empty}", "--output-dir", "{pairs}"], "two run folders", id="two-folders"
+        ),
+        pytest.param(["retry", "--output-dir", "{empty}"], "not a run folder", id="retry-opt"),
+        pytest.param(["cancel", "--output-dir", "{pairs}"], "not a run folder", id="cancel-opt"),
         pytest.param(["retry", "{empty}"], "not a run folder", id="retry-empty"),
         pytest.param(["retry", "{pairs}"], "not a run folder", id="retry-file"),
         pytest.param(["cancel", "{empty}"], "not a run folder", id="cancel-empty"),
