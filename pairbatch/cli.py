@@ -104,7 +104,10 @@ def _add_run_folder(command: argparse.ArgumentParser) -> None:
     (``pairbatch resume --output-dir run`` was refused as an unknown argument)."""
     command.add_argument("output_dir", nargs="?", help="the run folder")
     command.add_argument(
-        "--output-dir", dest="output_dir_option", metavar="OUTPUT_DIR", help="the same"
+        "--output-dir",
+        dest="output_dir_option",
+        metavar="OUTPUT_DIR",
+        help="the run folder, as submit names it",
     )
     command.set_defaults(folder_parser=command)
 
