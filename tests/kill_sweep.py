@@ -23,11 +23,11 @@ import signal
 import tempfile
 from pathlib import Path
 
-import pairbatch
 from pairbatch import registry as reg
 from pairbatch.testing import ProviderEmulator
-from tests.engine_helpers import MODELS, check_run, study_pairs
+from tests.engine_helpers import check_run, study_pairs
 from tests.test_cli import CLI, cli_env
+from tests.test_run_folder import resume_in_process, submit_args
 
 PROVIDERS = ("openai", "anthropic", "gemini")
 
@@ -58,9 +58,7 @@ async def trial(index: int, rng: random.Random, submit_max: float) -> list[tuple
         out = tmp / "run"
         pairs = study_pairs(9, seed=index)
         pairs.write_csv(tmp / "pairs.csv")
-        submit: list[str | Path] = ["submit", tmp / "pairs.csv", "--backend", provider]
-        submit += ["--model", MODELS[provider], "--trait", "overall_quality"]
-        submit += ["--n-segments", "3", "--output-dir", out]
+        submit = submit_args(provider, tmp / "pairs.csv", out, n=3)
         resume: list[str | Path] = ["resume", out, "--interval-seconds", "0.05", "--no-progress"]
         async with ProviderEmulator(latency=(0.1, 1.0), seed=index) as emu:
             env = emu.env()
@@ -72,12 +70,7 @@ async def trial(index: int, rng: random.Random, submit_max: float) -> list[tuple
                 exits.append(("resume", await _run(resume, env, rng.uniform(0.2, 2.5))))
             exits.append(("last resume", await _run(resume, env, 60)))
             assert exits[-1][1] == 0, (index, exits)
-            result = await pairbatch.resume_multi_batches(
-                output_dir=out,
-                api_keys={provider: "k"},
-                base_urls={provider: emu.base_url(provider)},
-                interval_seconds=0.05,
-            )
+            result = await resume_in_process(emu, out)
             created = emu.stats.batches_created[provider]
             assert created == 3, (index, exits, created)
         check_run(result, pairs)
